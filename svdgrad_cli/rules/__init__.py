@@ -1,0 +1,1 @@
+"""The mathematics only: no files, no printing, no command line."""
