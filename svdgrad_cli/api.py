@@ -123,7 +123,7 @@ def _gauge(M_U, M_V, rec, extra):
     watch = rec.degenerate | jnp.eye(k, dtype=bool)
     skew = jnp.abs(N - _H(N))
     absolute = jnp.max(jnp.where(watch, skew, 0)) if k else jnp.zeros((), skew.dtype)
-    scale = max(jnp.max(jnp.abs(M)) for M in parts) if k else jnp.ones((), skew.dtype)
+    scale = jnp.max(jnp.stack([jnp.max(jnp.abs(M)) for M in parts])) if k else 1.0
     if extra is not None:
         absolute = jnp.maximum(absolute, jnp.max(extra))
     tiny = jnp.finfo(skew.dtype).tiny
@@ -237,7 +237,17 @@ def svd_jvp(
 
 @partial(jax.jit, static_argnames=("full_matrices", "compute_uv", "convention", "with_info"))
 def _vjp(
-    A, gU, gS, gVh, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, convention,
+    A,
+    gU,
+    gS,
+    gVh,
+    eps,
+    degeneracy_tol,
+    rank_tol,
+    *,
+    full_matrices,
+    compute_uv,
+    convention,
     with_info,
 ):
     m, n = A.shape[-2:]

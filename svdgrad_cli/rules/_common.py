@@ -104,9 +104,7 @@ def reciprocals(s, m: int, n: int, eps, degeneracy_tol, rank_tol) -> Reciprocals
     # that x^2 neither overflows nor underflows; x = 0 gives F = 0.
     x = diff * summ
     xs = jnp.where(x == 0, 1, x)
-    F = jnp.where(
-        x == 0, 0, jnp.where(jnp.abs(x) > 1, 1 / (xs + eps / xs), x / (x * x + eps))
-    )
+    F = jnp.where(x == 0, 0, jnp.where(jnp.abs(x) > 1, 1 / (xs + eps / xs), x / (x * x + eps)))
     F = jnp.where(offdiag, F, 0)
     broad_Dinv = F * summ
     broad_Sinv2 = jnp.where(pair_kept, F * diff, 0)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._common import Reciprocals, _H, is_complex
+from ._common import _H, Reciprocals, is_complex
 
 
 def _sym_skew(P):
