@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import contextvars
 import io
 import math
 import os
@@ -72,6 +73,8 @@ _MAX_HEADER = 1 << 20  # a .npy header larger than this is treated as corrupt
 _CHUNK = 1 << 24  # bytes per read() call when reading array data
 _MAX_LISTED = 12  # how many names an error message lists before "..."
 _TMP_SUFFIX = ".tmp"
+# set by read_source(..., vector=True): a 1-D array (..., k) such as a cotangent of S is accepted
+_VECTOR_OK: contextvars.ContextVar[bool] = contextvars.ContextVar("_VECTOR_OK", default=False)
 
 
 # --------------------------------------------------------------------------- errors
@@ -249,6 +252,10 @@ def _check_shape(shape: tuple[int, ...] | None, label: str) -> None:
     if shape is None:
         raise InputError(f"{label}: holds no data (empty dataspace); expected a (..., m, n) array")
     shape = tuple(int(s) for s in shape)
+    if len(shape) == 1 and _VECTOR_OK.get():
+        if shape[0] < 1:
+            raise InputError(f"{label}: is empty (shape {shape}); it must hold at least one value")
+        return
     if len(shape) < 2:
         kind = "a scalar (0-D)" if len(shape) == 0 else f"1-D, shape {shape}"
         raise InputError(
@@ -639,14 +646,25 @@ def _unknown_form(spec: str, label: str) -> InputError:
     return InputError(f"{label}: unrecognised input form; use {SOURCE_FORMS}")
 
 
-def read_source(spec: str, *, arg: str, stdin: BinaryIO | None = None) -> np.ndarray:
+def read_source(
+    spec: str, *, arg: str, stdin: BinaryIO | None = None, vector: bool = False
+) -> np.ndarray:
     """Read one input array from ``spec`` and validate it.
 
     Returns an array of shape (..., m, n) with m, n >= 1 and dtype float32,
     float64, complex64 or complex128 (bool/int become float64, float16 becomes
     float32), all entries finite.  ``arg`` names the argument in error messages.
-    Raises InputError for every problem.
+    ``vector=True`` also accepts arrays of shape (..., k), as a cotangent of the
+    singular values is.  Raises InputError for every problem.
     """
+    token = _VECTOR_OK.set(bool(vector))
+    try:
+        return _read_source(spec, arg=arg, stdin=stdin)
+    finally:
+        _VECTOR_OK.reset(token)
+
+
+def _read_source(spec: str, *, arg: str, stdin: BinaryIO | None = None) -> np.ndarray:
     label = _label(arg, spec)
     try:
         if spec == "-":
