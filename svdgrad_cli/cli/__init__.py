@@ -1,0 +1,1 @@
+"""The ``svdgrad`` command line (see :mod:`svdgrad_cli.cli.app`)."""

@@ -1,0 +1,342 @@
+"""What the commands share: options, reading inputs, writing results, warnings, errors.
+
+Everything that maps an exception to an exit status lives in :func:`exit_status`, used by the
+:func:`guarded` decorator around each command and by ``main()``. Nothing here imports JAX at
+module level: ``svdgrad --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..arrays import InputError, check_single_stdin, describe, read_source, write_results
+
+# exit statuses
+EXIT_OK = 0
+EXIT_FAILED = 1  # a check failed, or the computation itself failed
+EXIT_USAGE = 2  # a bad call or a bad input
+EXIT_INTERRUPTED = 130
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    """A console on the current standard output (looked up at call time).
+
+    Wide when the output is a file or a pipe, so that tables are not cut.
+    """
+    return Console(highlight=False, width=None if stdout_is_terminal() else 160)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether standard output is a terminal (tests replace this)."""
+    try:
+        return bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class UsageProblem(Exception):
+    """A bad call found by the CLI itself (exit status 2). One line, naming the argument."""
+
+
+class ComputeProblem(Exception):
+    """The computation ran but its result cannot be trusted or used (exit status 1)."""
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def exit_status(exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one-line message for an exception: the only such mapping."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted; no output was written"
+    if isinstance(exc, (InputError, UsageProblem)):  # OutputError is an InputError
+        return EXIT_USAGE, f"error: {_one_line(exc)}"
+    if isinstance(exc, ValueError):  # the library's argument and shape checks
+        return EXIT_USAGE, f"error: {_one_line(exc)}"
+    if isinstance(exc, ComputeProblem):
+        return EXIT_FAILED, f"error: {_one_line(exc, 1000)}"
+    if isinstance(exc, MemoryError):
+        return EXIT_FAILED, "error: out of memory while computing; use smaller inputs"
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_FAILED, "error: standard output was closed before all results were written"
+    detail = _one_line(exc) or "no details"
+    return EXIT_FAILED, f"error: the computation failed ({type(exc).__name__}: {detail})"
+
+
+def report_error(exc: BaseException) -> int:
+    code, message = exit_status(exc)
+    try:
+        err_console.print(message, markup=False)
+    except Exception:  # stderr itself is gone; the status still tells
+        pass
+    return code
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command body; turn every exception into one stderr line and an exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, SystemExit):
+            raise
+        except BaseException as exc:
+            if type(exc).__module__.startswith("typer"):  # click/typer usage errors
+                raise
+            raise typer.Exit(report_error(exc)) from None
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+    auto = "auto"
+
+
+class Convention(str, Enum):
+    jax = "jax"
+    torch = "torch"
+
+
+_NUM = "Numerics"
+_OUT = "Output"
+
+FullOpt = Annotated[
+    bool,
+    typer.Option(
+        "--full/--thin",
+        help="Full SVD (U is m x m, Vh is n x n) or thin SVD (k = min(m, n) columns).",
+    ),
+]
+ValuesOnlyOpt = Annotated[
+    bool, typer.Option("--values-only", help="Singular values only: S and its derivative.")
+]
+ComplexOpt = Annotated[
+    bool,
+    typer.Option("--complex", help="Compute in complex arithmetic even for a real input."),
+]
+DeviceOpt = Annotated[
+    Device,
+    typer.Option("--device", case_sensitive=False, help="Where JAX computes."),
+]
+ConventionOpt = Annotated[
+    Convention,
+    typer.Option(
+        "--convention",
+        case_sensitive=False,
+        help="Cotangent pairing for complex inputs: jax (no conjugation, as jax.vjp) or torch "
+        "(conjugating, as PyTorch autograd).",
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-o",
+        "--output",
+        metavar="DEST",
+        rich_help_panel=_OUT,
+        help="PATH.npz, PATH.h5[:/GROUP], PATH.npy (with --only) or - (standard output). "
+        "Default: a summary on a terminal, a .npz stream when standard output is a pipe.",
+    ),
+]
+OnlyOpt = Annotated[
+    str | None,
+    typer.Option("--only", metavar="NAME", rich_help_panel=_OUT, help="Write only this output."),
+]
+EpsOpt = Annotated[
+    float,
+    typer.Option(
+        "--eps",
+        min=0.0,
+        metavar="E",
+        rich_help_panel=_NUM,
+        help="Lorentzian broadening of 1/(s_j^2 - s_i^2); 0 is exact.",
+    ),
+]
+DegTolOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--degeneracy-tol",
+        min=0.0,
+        metavar="T",
+        rich_help_panel=_NUM,
+        help="Pairs with |s_i - s_j| <= T drop their 1/(s_j - s_i) term. "
+        "Default: 64 x machine eps x max(S).",
+    ),
+]
+RankTolOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rank-tol",
+        min=0.0,
+        metavar="R",
+        rich_help_panel=_NUM,
+        help="Singular values <= R are left out of the 1/s terms. "
+        "Default: max(S) x max(m, n) x machine eps.",
+    ),
+]
+AllowGaugeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-gauge-dependence",
+        rich_help_panel=_NUM,
+        help="Accept cotangents whose result depends on the arbitrary gauge of the singular "
+        "vectors (you get the transpose of the JVP's gauge choice).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Numerics:
+    eps: float = 0.0
+    degeneracy_tol: float | None = None
+    rank_tol: float | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"eps": self.eps, "degeneracy_tol": self.degeneracy_tol, "rank_tol": self.rank_tol}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_inputs(sources: Iterable[tuple[str, str | None, bool]]) -> dict[str, np.ndarray]:
+    """Read (argument name, SOURCE or None, is-a-vector) triples; None sources are skipped."""
+    sources = list(sources)
+    check_single_stdin([s for _, s, _ in sources], [a for a, _, _ in sources])
+    out: dict[str, np.ndarray] = {}
+    for arg, spec, vector in sources:
+        if spec is not None:
+            out[arg] = read_source(spec, arg=arg, vector=vector)
+    return out
+
+
+def as_complex(arr: np.ndarray) -> np.ndarray:
+    if np.iscomplexobj(arr):
+        return arr
+    return arr.astype(np.complex64 if arr.dtype == np.float32 else np.complex128)
+
+
+def check_trailing_shape(A: np.ndarray, X: np.ndarray, arg: str, expected: tuple, what: str):
+    """UsageProblem unless X ends in ``expected`` and its batch broadcasts with A's."""
+    nd = len(expected)
+    if X.ndim < nd or tuple(X.shape[X.ndim - nd :]) != tuple(expected):
+        raise UsageProblem(
+            f"{arg}: has shape {X.shape}, but {what} of A with shape {A.shape} must end in "
+            f"{tuple(expected)}; pass an array of that shape"
+        )
+    try:
+        np.broadcast_shapes(A.shape[:-2], X.shape[: X.ndim - nd])
+    except ValueError:
+        raise UsageProblem(
+            f"{arg}: batch dimensions {X.shape[: X.ndim - nd]} do not broadcast with A's "
+            f"{A.shape[:-2]}; make the leading dimensions equal or 1"
+        ) from None
+
+
+def resolve_device(device: Device | str) -> Any:
+    from ..api import resolve_device as _resolve
+
+    name = device.value if isinstance(device, Device) else str(device)
+    try:
+        return _resolve(name)
+    except RuntimeError as exc:
+        raise UsageProblem(f"--device {name}: {_one_line(exc)}") from None
+
+
+def check_output_args(output: str | None, only: str | None, names: Iterable[str]) -> None:
+    """Problems with -o/--only that can be seen before computing anything."""
+    names = list(names)
+    if only is not None and only not in names:
+        raise UsageProblem(f"--only: unknown output '{only}'; choose one of: {', '.join(names)}")
+    if output is not None and output.lower().endswith(".npy") and only is None:
+        raise UsageProblem(
+            f"-o/--output '{output}': a .npy file holds one array; add --only NAME "
+            f"(one of: {', '.join(names)}) or write a .npz/.h5 file"
+        )
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def warn(message: str) -> None:
+    err_console.print(f"warning: {message}", markup=False)
+
+
+def tolerance_warnings(info: Mapping[str, Any], numerics: Numerics) -> None:
+    """Warnings for every way a tolerance, broadening or rank cut affected the result."""
+    degenerate = int(np.asarray(info.get("degenerate_pairs", 0)))
+    rank_cut = int(np.asarray(info.get("rank_cut", 0)))
+    if degenerate > 0 and numerics.eps == 0:
+        tol = (
+            f"{numerics.degeneracy_tol:g}"
+            if numerics.degeneracy_tol is not None
+            else "default 64 x eps x max(S)"
+        )
+        warn(
+            f"{degenerate} near-degenerate singular value pair(s): their 1/(s_j - s_i) term was "
+            f"cut (--degeneracy-tol {tol})"
+        )
+    if rank_cut > 0:
+        warn(
+            f"{rank_cut} singular value(s) at or below the rank tolerance were left out of the "
+            "1/s terms (--rank-tol)"
+        )
+    if numerics.eps > 0:
+        warn(f"Lorentzian broadening --eps {numerics.eps:g} changes the result")
+
+
+def to_numpy(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(value) for name, value in results.items()}
+
+
+def summary_table(results: Mapping[str, np.ndarray]) -> Table:
+    table = Table(title="results (not saved: pass -o DEST or pipe standard output)")
+    for col in ("name", "shape", "dtype", "norm"):
+        table.add_column(col, justify="right" if col == "norm" else "left")
+    for name, shape, dtype, norm in describe(results):
+        table.add_row(name, "x".join(map(str, shape)) or "()", str(dtype), f"{norm:.6g}")
+    return table
+
+
+def deliver(
+    results: Mapping[str, Any],
+    output: str | None,
+    only: str | None,
+    inputs: Iterable[str | None],
+) -> None:
+    """Write finished results: to DEST, to a piped stdout, or as a summary on a terminal."""
+    arrays = to_numpy(results)
+    if output is None:
+        if stdout_is_terminal():
+            shown = {only: arrays[only]} if only is not None else arrays
+            out_console().print(summary_table(shown))
+            return
+        output = "-"
+    write_results(output, arrays, only=only, inputs=list(inputs))
+
+
+def gauge_tolerance(dtype: Any) -> float:
+    """sqrt(machine eps) of the real type of ``dtype``."""
+    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
