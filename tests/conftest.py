@@ -1,0 +1,54 @@
+"""Shared fixtures: x64 on, seeded random arrays, and the one tolerance table of the suite."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+# Relative tolerances keyed by dtype: "ref" against JAX / exact identities (rounding level),
+# "fd" against gauge-aligned central finite differences (truncation error of the step).
+TOL = {
+    np.dtype("float64"): {"ref": 1e-10, "fd": 1e-6},
+    np.dtype("complex128"): {"ref": 1e-10, "fd": 1e-6},
+    np.dtype("float32"): {"ref": 2e-4, "fd": 2e-3},
+    np.dtype("complex64"): {"ref": 2e-4, "fd": 2e-3},
+}
+
+
+def tol(dtype, kind="ref"):
+    return TOL[np.dtype(dtype)][kind]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261122)
+
+
+def random_matrix(rng, shape, dtype, spread=True):
+    """A random matrix with well separated singular values (1 .. 2 + k, evenly spaced)."""
+    cplx = np.issubdtype(np.dtype(dtype), np.complexfloating)
+    m, n = shape[-2:]
+    k = min(m, n)
+    batch = tuple(shape[:-2])
+
+    def unitary(size):
+        X = rng.standard_normal(batch + (size, size))
+        if cplx:
+            X = X + 1j * rng.standard_normal(batch + (size, size))
+        Q, _ = np.linalg.qr(X)
+        return Q
+
+    s = np.linspace(2.0 + k, 1.0, k) if spread else rng.uniform(1, 2, k)
+    S = np.zeros(batch + (m, n))
+    S[..., np.arange(k), np.arange(k)] = s
+    return (unitary(m) @ S @ unitary(n)).astype(dtype)
+
+
+def randn(rng, shape, dtype):
+    x = rng.standard_normal(shape)
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        x = x + 1j * rng.standard_normal(shape)
+    return x.astype(dtype)
