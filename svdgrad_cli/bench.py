@@ -183,7 +183,8 @@ def _jax_contenders(A, dA, gU, gS, gVh, case: Case, dev):
     fm, uv = case.full_matrices, case.compute_uv
 
     def svd_fn(X):
-        return jnp.linalg.svd(X, full_matrices=fm, compute_uv=uv)
+        out = jnp.linalg.svd(X, full_matrices=fm, compute_uv=uv)
+        return tuple(out) if uv else out  # a plain tuple, to match the cotangent's structure
 
     floor = jax.jit(lambda X: jnp.linalg.svd(X, full_matrices=fm))
     jax_jvp = jax.jit(lambda X, dX: jax.jvp(svd_fn, (X,), (dX,)))
@@ -351,7 +352,7 @@ def run_benchmark(
     """Run the benchmark; returns a JSON-serialisable dict.
 
     Keys: schema, config, machine, results (one row per shape, case and method: shape, case,
-    dtype, method, status "ok"/"unsupported"/"error", note, median_s, ratio_to_svd,
+    dtype, method, status "ok"/"unsupported"/"error", note, median_s, min_s, ratio_to_svd,
     ratio_to_jax (svdgrad rows), compile_s, times_s), many_tangents (None when tangents=0).
     """
     import jax
@@ -415,6 +416,7 @@ def run_benchmark(
                     "status": status,
                     "note": note,
                     "median_s": med,
+                    "min_s": min(samples[method]) if samples.get(method) else None,
                     "ratio_to_svd": _ratio(med, medians.get("svd")),
                     "ratio_to_jax": (
                         _ratio(med, medians.get(JAX_COUNTERPART[method]))

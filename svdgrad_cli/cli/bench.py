@@ -1,0 +1,229 @@
+"""`svdgrad bench`: time svdgrad's JVP and VJP against the SVD alone and against autodiff."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+_DEFAULT_SHAPES = "256x256,1024x1024,20000x64"
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{x * 1e3:.3f}"
+
+
+def _x(x) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.2f}x"
+
+
+def _s(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _shape(s) -> str:
+    return f"{s[0]}x{s[1]}"
+
+
+def render(result: dict, console: Console) -> None:
+    """Print the tables of a run_benchmark result."""
+    rows = result["results"]
+    table = Table(
+        title="Time per call (ms) and ratio of the medians to the SVD alone (/ SVD) and, for "
+        "svdgrad, to JAX's autodiff (/ jax)"
+    )
+    table.add_column("shape")
+    table.add_column("case")
+    table.add_column("method")
+    table.add_column("median ms", justify="right")
+    table.add_column("min ms", justify="right")
+    table.add_column("/ SVD", justify="right")
+    table.add_column("/ jax", justify="right")
+    previous = None
+    for r in rows:
+        key = (tuple(r["shape"]), r["case"])
+        if previous is not None and key != previous:
+            table.add_section()
+        first = key != previous
+        previous = key
+        if r["status"] == "ok":
+            cells = (
+                _ms(r["median_s"]),
+                _ms(r["min_s"]),
+                _x(r["ratio_to_svd"]),
+                _x(r["ratio_to_jax"]),
+            )
+        else:
+            cells = (f"[yellow]{r['status']}[/yellow]", "-", "-", "-")
+        table.add_row(
+            _shape(r["shape"]) if first else "",
+            f"{r['case']} ({r['dtype']})" if first else "",
+            r["method"],
+            *cells,
+        )
+    console.print(table)
+
+    shapes = [_shape(s) for s in result["config"]["shapes"]]
+    comp = Table(title="Compile time: the first call, compilation included (s)")
+    comp.add_column("case")
+    comp.add_column("method")
+    for s in shapes:
+        comp.add_column(s, justify="right")
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        v = _s(r["compile_s"]) if r["status"] == "ok" else r["status"]
+        cells.setdefault((r["case"], r["method"]), {})[_shape(r["shape"])] = v
+    for (case, method), by_shape in cells.items():
+        comp.add_row(case, method, *(by_shape.get(s, "-") for s in shapes))
+    console.print(comp)
+
+    many = result.get("many_tangents")
+    if many:
+        t = many["tangents"]
+        mt = Table(title=f"Many tangents: svd_jvp with T={t} tangents at {_shape(many['shape'])}")
+        mt.add_column("calls")
+        mt.add_column("median ms", justify="right")
+        mt.add_column("per tangent ms", justify="right")
+        mt.add_column("ratio", justify="right")
+        if many["status"] == "ok":
+            mt.add_row(
+                f"1 call, dA ({t}, m, n)",
+                _ms(many["batched_median_s"]),
+                _ms(many["batched_per_tangent_s"]),
+                _x(many["ratio"]),
+            )
+            mt.add_row(
+                f"{t} calls, dA (m, n)",
+                _ms(many["separate_median_s"]),
+                _ms(many["separate_per_tangent_s"]),
+                "1.00x",
+            )
+        else:
+            mt.add_row(many["status"], "-", "-", "-")
+        console.print(mt)
+
+    m = result["machine"]
+    c = result["config"]
+    torch = f"torch {m['torch_version']}" if c["torch"] else "torch: not used"
+    console.print(
+        f"jax {m['jax_version']} | device {m['device']} ({m['device_kind']}) | "
+        f"{m['cpu_count']} CPUs | {m['processor']} | python {m['python_version']} | {torch} | "
+        f"{c['dtype']}, median of {c['repeat']} interleaved runs",
+        style="dim",
+    )
+
+
+def bench(
+    shapes: Annotated[
+        str, typer.Option("--shapes", help="Comma-separated MxN shapes.")
+    ] = _DEFAULT_SHAPES,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="float32, float64, complex64 or complex128: the precision (each case decides "
+            "real or complex).",
+        ),
+    ] = "float64",
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    repeat: Annotated[
+        int, typer.Option("--repeat", min=1, help="Timed runs per contender (median).")
+    ] = 5,
+    cases: Annotated[
+        str | None,
+        typer.Option(
+            "--cases",
+            help="Comma-separated cases ({thin,full}-{real,complex}-{usv,s}) or 'all'. "
+            "Default: thin-real-usv (thin-complex-usv for a complex --dtype).",
+            show_default=False,
+        ),
+    ] = None,
+    json_path: Annotated[
+        str | None,
+        typer.Option("--json", help="Also write the results as JSON to FILE ('-': stdout)."),
+    ] = None,
+    no_torch: Annotated[
+        bool, typer.Option("--no-torch", help="Leave torch out even when it is installed.")
+    ] = False,
+    tangents: Annotated[
+        int,
+        typer.Option("--tangents", min=0, help="T for the many-tangents measurement; 0 skips it."),
+    ] = 32,
+    tangents_shape: Annotated[
+        str, typer.Option("--tangents-shape", help="Shape of A for the many-tangents measurement.")
+    ] = "256x256",
+) -> None:
+    """Time svdgrad's JVP and VJP against the SVD alone and against JAX (and torch) autodiff.
+
+    All contenders run in one process, after compilation and warm-up, interleaved round-robin
+    so that machine noise hits all alike; the median of --repeat runs is reported with its
+    ratio to the SVD alone (jnp.linalg.svd with U and Vh) and, for svdgrad, to jax.jvp or
+    jax.vjp of jnp.linalg.svd. Compile times (first call) are shown separately. torch's
+    torch.func.jvp and autograd backward are included when torch is installed.
+
+    Example:
+
+        svdgrad bench --shapes 512x512 --repeat 3
+    """
+    import svdgrad_cli.bench as harness
+
+    try:
+        shape_list = harness.parse_shapes(shapes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--shapes'") from None
+    try:
+        many_shape = harness.parse_shape(tangents_shape)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--tangents-shape'") from None
+    try:
+        harness.check_dtype(dtype)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--dtype'") from None
+    if device not in harness.DEVICES:
+        raise typer.BadParameter(
+            f"device must be one of {', '.join(harness.DEVICES)}, got {device!r}",
+            param_hint="'--device'",
+        )
+    try:
+        case_list = harness.parse_cases(cases, dtype)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--cases'") from None
+
+    err = Console(stderr=True)
+    # with --json - the JSON owns stdout and the tables go to stderr
+    out = err if json_path == "-" else Console()
+    with err.status("importing JAX") as status:
+        try:
+            result = harness.run_benchmark(
+                shape_list,
+                dtype=dtype,
+                device=device,
+                repeat=repeat,
+                cases=case_list,
+                use_torch=not no_torch,
+                tangents=tangents,
+                tangents_shape=many_shape,
+                progress=lambda msg: status.update(msg),
+            )
+        except RuntimeError as exc:  # e.g. --device gpu without a GPU
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+
+    render(result, out)
+    if json_path is not None:
+        text = json.dumps(result, indent=2, allow_nan=False)
+        if json_path == "-":
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        else:
+            with open(json_path, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+            err.print(f"wrote {json_path}")
+
+
+__all__ = ["bench", "render"]

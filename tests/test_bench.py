@@ -1,0 +1,172 @@
+"""Output format of the benchmark harness and of `svdgrad bench` (never its timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from svdgrad_cli.bench import METHODS, parse_cases, parse_shapes
+from svdgrad_cli.cli.bench import bench
+
+JAX_METHODS = ("svd", "svdgrad-jvp", "svdgrad-vjp", "jax-jvp", "jax-vjp")
+ROW_KEYS = {
+    "shape",
+    "case",
+    "dtype",
+    "method",
+    "status",
+    "note",
+    "median_s",
+    "min_s",
+    "ratio_to_svd",
+    "ratio_to_jax",
+    "compile_s",
+    "times_s",
+}
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(bench)
+
+    @app.command()
+    def other() -> None:  # a second command keeps `bench` a subcommand, as in the real app
+        pass
+
+    return app
+
+
+runner = CliRunner()
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    args = ["bench", "--shapes", "8x6,6x8", "--repeat", "2", "--tangents", "2"]
+    args += ["--tangents-shape", "8x6", "--cases", "thin-real-usv,full-real-usv"]
+    args += ["--no-torch", "--json", str(path)]
+    result = runner.invoke(_app(), args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(path.read_text())
+
+
+def test_json_keys(cli_run):
+    _, data = cli_run
+    assert data["schema"] == "svdgrad-bench/1"
+    assert {"schema", "config", "machine", "results", "many_tangents"} <= set(data)
+    assert data["config"]["shapes"] == [[8, 6], [6, 8]]
+    assert data["config"]["cases"] == ["thin-real-usv", "full-real-usv"]
+    assert data["config"]["torch"] is False
+    for key in ("jax_version", "device", "cpu_count"):
+        assert data["machine"][key] is not None
+    for row in data["results"]:
+        assert set(row) == ROW_KEYS
+        assert row["method"] in METHODS
+        assert row["status"] in ("ok", "unsupported", "error")
+    seen = {(tuple(r["shape"]), r["case"], r["method"]) for r in data["results"]}
+    for shape in ((8, 6), (6, 8)):
+        for case in ("thin-real-usv", "full-real-usv"):
+            for method in JAX_METHODS:
+                assert (shape, case, method) in seen
+
+
+def test_ratios_positive_finite(cli_run):
+    _, data = cli_run
+    ok = [r for r in data["results"] if r["status"] == "ok"]
+    assert ok
+    for row in ok:
+        assert _positive(row["median_s"]) and _positive(row["ratio_to_svd"])
+        assert _positive(row["min_s"]) and row["min_s"] <= row["median_s"]
+        assert _positive(row["compile_s"])
+        assert len(row["times_s"]) == 2
+        if row["method"] == "svd":
+            assert row["ratio_to_svd"] == 1.0
+    for row in data["results"]:
+        if row["method"] in ("svdgrad-jvp", "svdgrad-vjp") and row["case"] == "thin-real-usv":
+            assert _positive(row["ratio_to_jax"])
+    many = data["many_tangents"]
+    assert many["status"] == "ok" and many["tangents"] == 2 and many["shape"] == [8, 6]
+    for key in ("batched_median_s", "separate_median_s", "ratio", "batched_per_tangent_s"):
+        assert _positive(many[key])
+
+
+def test_full_rectangular_autodiff_is_unsupported_not_a_crash(cli_run):
+    _, data = cli_run
+    for row in data["results"]:
+        if row["case"] == "full-real-usv" and row["method"] in ("jax-jvp", "jax-vjp"):
+            assert row["status"] == "unsupported"
+            assert row["median_s"] is None and row["ratio_to_svd"] is None
+            assert "NotImplementedError" in row["note"]
+        if row["method"].startswith("svdgrad"):
+            assert row["status"] == "ok"
+
+
+def test_table_mentions_each_method(cli_run):
+    output, _ = cli_run
+    for method in JAX_METHODS:
+        assert method in output
+    for word in ("8x6", "6x8", "thin-real-usv", "Many tangents", "Compile", "unsupported", "jax"):
+        assert word in output
+
+
+def test_json_to_stdout():
+    args = ["bench", "--shapes", "5x5", "--repeat", "1", "--tangents", "0", "--no-torch"]
+    result = runner.invoke(_app(), [*args, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    # the tables go to stderr, so stdout is the JSON document alone
+    data = json.loads(result.stdout)
+    assert data["many_tangents"] is None
+    assert {r["method"] for r in data["results"]} == set(JAX_METHODS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--shapes", "8by6"],
+        ["--shapes", "8x0"],
+        ["--shapes", ""],
+        ["--dtype", "float16"],
+        ["--cases", "thin-real"],
+        ["--device", "tpu"],
+        ["--repeat", "0"],
+        ["--tangents-shape", "8"],
+    ],
+)
+def test_bad_options_exit_2(args):
+    result = runner.invoke(_app(), ["bench", *args])
+    assert result.exit_code == 2
+    assert "Invalid value" in result.output
+
+
+def test_parsers():
+    assert parse_shapes("256x256, 20000X64") == [(256, 256), (20000, 64)]
+    assert parse_cases(None) == ["thin-real-usv"]
+    assert parse_cases(None, "complex128") == ["thin-complex-usv"]
+    assert len(parse_cases("all")) == 8
+    with pytest.raises(ValueError, match="unknown case"):
+        parse_cases("thin-real-usv,bogus")
+
+
+def test_help_has_example_and_does_not_import_jax():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, typer; from typer.testing import CliRunner\n"
+        "from svdgrad_cli.cli.bench import bench\n"
+        "app = typer.Typer(); app.command()(bench); app.command('x')(lambda: None)\n"
+        "r = CliRunner().invoke(app, ['bench', '--help'], env={'COLUMNS': '200'})\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'svdgrad bench --shapes 512x512 --repeat 3' in r.output, r.output\n"
+        "assert 'jax' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
