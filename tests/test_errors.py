@@ -1,0 +1,375 @@
+"""Every bad input or bad call: exit status, one clear stderr line, no traceback, no output."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from svdgrad_cli.cli.app import app
+
+rng = np.random.default_rng(11)
+A43 = rng.standard_normal((4, 3))
+DA43 = rng.standard_normal((4, 3))
+
+
+def save(name, arr, **kw):
+    def make(d: pathlib.Path):
+        np.save(d / name, arr, **kw)
+
+    return make
+
+
+def raw(name, data: bytes):
+    def make(d: pathlib.Path):
+        (d / name).write_bytes(data)
+
+    return make
+
+
+def npy_with_header(shape) -> bytes:
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + b"\0" * 64
+
+
+def truncated_npy() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, A43)
+    return buf.getvalue()[:-20]
+
+
+def h5_file(d: pathlib.Path):
+    with h5py.File(d / "in.h5", "w") as f:
+        f["/g/A"] = A43
+
+
+def npz_file(d: pathlib.Path):
+    np.savez(d / "in.npz", A=A43)
+
+
+def interrupt(monkeypatch):
+    import svdgrad_cli.api as api
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "svd_jvp", stop)
+
+
+def read_only(monkeypatch):
+    # running as root, chmod does not stop writes: make the access check report read-only
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False)
+
+
+GOOD = [save("A.npy", A43), save("dA.npy", DA43)]
+JVP = ["jvp", "{d}/A.npy", "{d}/dA.npy", "-o", "{d}/out.npz"]
+
+# (id, setup, argv, exit status, substring of stderr, how: "runner" / "sub" / stdin bytes,
+#  monkeypatch)
+CASES = [
+    (
+        "nan-in-A",
+        [save("A.npy", np.array([[1.0, np.nan], [0, 1]])), save("dA.npy", np.eye(2))],
+        JVP,
+        2,
+        "NaN",
+        "runner",
+        None,
+    ),
+    (
+        "inf-in-tangent",
+        [save("A.npy", np.eye(2)), save("dA.npy", np.array([[np.inf, 0], [0, 1]]))],
+        JVP,
+        2,
+        "Inf",
+        "runner",
+        None,
+    ),
+    (
+        "empty-0xn",
+        [save("A.npy", np.zeros((0, 3))), save("dA.npy", DA43)],
+        JVP,
+        2,
+        "empty",
+        "runner",
+        None,
+    ),
+    (
+        "empty-mx0",
+        [save("A.npy", np.zeros((4, 0))), save("dA.npy", DA43)],
+        JVP,
+        2,
+        "empty",
+        "runner",
+        None,
+    ),
+    ("1-D", [save("A.npy", np.ones(3)), save("dA.npy", DA43)], JVP, 2, "1-D", "runner", None),
+    ("0-D", [save("A.npy", np.float64(3)), save("dA.npy", DA43)], JVP, 2, "0-D", "runner", None),
+    (
+        "string-dtype",
+        [save("A.npy", np.array([["a", "b"], ["c", "d"]])), save("dA.npy", DA43)],
+        JVP,
+        2,
+        "strings",
+        "runner",
+        None,
+    ),
+    (
+        "object-needs-pickle",
+        [
+            save("A.npy", np.array([[1, None]], dtype=object), allow_pickle=True),
+            save("dA.npy", DA43),
+        ],
+        JVP,
+        2,
+        "pickle",
+        "runner",
+        None,
+    ),
+    (
+        "structured-dtype",
+        [save("A.npy", np.zeros((2, 2), dtype=[("x", "f8"), ("y", "f8")])), save("dA.npy", DA43)],
+        JVP,
+        2,
+        "structured",
+        "runner",
+        None,
+    ),
+    (
+        "truncated-npy",
+        [raw("A.npy", truncated_npy()), save("dA.npy", DA43)],
+        JVP,
+        2,
+        "truncated",
+        "runner",
+        None,
+    ),
+    (
+        "corrupt-npz",
+        [raw("in.npz", b"PK\x03\x04 not really a zip"), save("dA.npy", DA43)],
+        ["jvp", "{d}/in.npz:A", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        ".npz",
+        "runner",
+        None,
+    ),
+    (
+        "corrupt-h5",
+        [raw("in.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 40), save("dA.npy", DA43)],
+        ["jvp", "{d}/in.h5:/A", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "HDF5",
+        "runner",
+        None,
+    ),
+    (
+        "absurd-header-shape",
+        [raw("A.npy", npy_with_header((10**9, 10**9))), save("dA.npy", DA43)],
+        JVP,
+        2,
+        "header declares shape",
+        "runner",
+        None,
+    ),
+    (
+        "missing-dataset",
+        [h5_file, save("dA.npy", DA43)],
+        ["jvp", "{d}/in.h5:/g/nope", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "no dataset '/g/nope'",
+        "runner",
+        None,
+    ),
+    (
+        "missing-group",
+        [h5_file, save("dA.npy", DA43)],
+        ["jvp", "{d}/in.h5:/nogroup/A", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "no dataset",
+        "runner",
+        None,
+    ),
+    (
+        "h5-path-is-group",
+        [h5_file, save("dA.npy", DA43)],
+        ["jvp", "{d}/in.h5:/g", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "is a group",
+        "runner",
+        None,
+    ),
+    (
+        "missing-npz-name",
+        [npz_file, save("dA.npy", DA43)],
+        ["jvp", "{d}/in.npz:Z", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "no array 'Z'",
+        "runner",
+        None,
+    ),
+    ("missing-file", [save("dA.npy", DA43)], JVP, 2, "file not found", "runner", None),
+    (
+        "output-same-as-input",
+        GOOD,
+        ["jvp", "{d}/A.npy", "{d}/dA.npy", "--only", "dS", "-o", "{d}/A.npy"],
+        2,
+        "same file",
+        "runner",
+        None,
+    ),
+    (
+        "output-dir-missing",
+        GOOD,
+        ["jvp", "{d}/A.npy", "{d}/dA.npy", "-o", "{d}/nodir/out.npz"],
+        2,
+        "does not exist",
+        "runner",
+        None,
+    ),
+    ("read-only-output", GOOD + [raw("out.npz", b"old")], JVP, 2, "writable", "runner", read_only),
+    (
+        "empty-stdin",
+        [save("dA.npy", DA43)],
+        ["jvp", "-", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "standard input is empty",
+        b"",
+        None,
+    ),
+    (
+        "non-npy-stdin",
+        [save("dA.npy", DA43)],
+        ["jvp", "-", "{d}/dA.npy", "-o", "{d}/out.npz"],
+        2,
+        "not a .npy stream",
+        b"hello, not numpy",
+        None,
+    ),
+    ("interrupted", GOOD, JVP, 130, "interrupted", "runner", interrupt),
+    (
+        "gU-with-values-only",
+        GOOD,
+        ["vjp", "{d}/A.npy", "--gU", "{d}/dA.npy", "--values-only", "-o", "{d}/out.npz"],
+        2,
+        "only --gS",
+        "runner",
+        None,
+    ),
+    (
+        "no-cotangent",
+        GOOD,
+        ["vjp", "{d}/A.npy", "-o", "{d}/out.npz"],
+        2,
+        "no cotangent",
+        "runner",
+        None,
+    ),
+    (
+        "batch-not-broadcasting",
+        [save("A.npy", np.ones((3, 4, 3))), save("dA.npy", np.ones((2, 4, 3)))],
+        JVP,
+        2,
+        "do not broadcast",
+        "runner",
+        None,
+    ),
+    (
+        "tangent-matrix-shape",
+        [save("A.npy", A43), save("dA.npy", np.ones((3, 4)))],
+        JVP,
+        2,
+        "DA: has shape (3, 4)",
+        "runner",
+        None,
+    ),
+    (
+        "cotangent-shape",
+        GOOD + [save("g4.npy", np.ones(4))],
+        ["vjp", "{d}/A.npy", "--gS", "{d}/g4.npy", "-o", "{d}/out.npz"],
+        2,
+        "--gS: has shape (4,)",
+        "runner",
+        None,
+    ),
+    (
+        "two-stdin",
+        GOOD,
+        ["jvp", "-", "-", "-o", "{d}/out.npz"],
+        2,
+        "standard input ('-')",
+        b"",
+        None,
+    ),
+    ("unknown-flag", GOOD, JVP + ["--bogus"], 2, "No such option: --bogus", "sub", None),
+    ("bad-device", GOOD, JVP + ["--device", "tpu"], 2, "--device", "sub", None),
+    (
+        "against-with-all-cases",
+        GOOD + [raw("ref.npz", b"")],
+        ["check", "{d}/A.npy", "--all-cases", "--against", "{d}/ref.npz"],
+        2,
+        "--all-cases",
+        "runner",
+        None,
+    ),
+    (
+        "npy-output-without-only",
+        GOOD,
+        ["jvp", "{d}/A.npy", "{d}/dA.npy", "-o", "{d}/out.npy"],
+        2,
+        "--only",
+        "runner",
+        None,
+    ),
+    ("unknown-only-name", GOOD, JVP + ["--only", "gA"], 2, "unknown output 'gA'", "runner", None),
+]
+
+
+def snapshot(d: pathlib.Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    "setup, argv, status, message, how, patch", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input(tmp_path, monkeypatch, setup, argv, status, message, how, patch):
+    for make in setup:
+        make(tmp_path)
+    argv = [a.format(d=tmp_path) for a in argv]
+    before = snapshot(tmp_path)
+    if how == "sub" or isinstance(how, bytes):
+        p = subprocess.run(
+            [sys.executable, "-m", "svdgrad_cli", *argv],
+            input=how if isinstance(how, bytes) else None,
+            capture_output=True,
+            timeout=120,
+        )
+        code, stdout, stderr = p.returncode, p.stdout.decode(), p.stderr.decode()
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    else:
+        if patch is not None:
+            patch(monkeypatch)
+        r = CliRunner().invoke(app, argv)
+        code, stdout, stderr = r.exit_code, r.stdout, r.stderr
+        assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert code == status, stderr
+    assert message in stderr
+    assert "Traceback" not in stdout + stderr
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before  # nothing created, nothing changed
