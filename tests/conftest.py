@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import jax
-import numpy as np
-import pytest
+import os
+import tempfile
+
+# the command line keeps JAX's compilation cache in the user's cache directory; tests use their
+# own, so that they neither read nor fill a developer's cache
+os.environ.setdefault("SVDGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="svdgrad-test-cache-"))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -8,10 +8,12 @@ module level: ``svdgrad --help`` must stay fast.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -255,7 +257,83 @@ def check_trailing_shape(A: np.ndarray, X: np.ndarray, arg: str, expected: tuple
         ) from None
 
 
+# --------------------------------------------------------------------------- JAX set-up
+
+#: Set by ``svdgrad --no-cache``; the environment variable SVDGRAD_NO_CACHE=1 does the same.
+USE_CACHE = True
+
+
+def cache_dir() -> Path:
+    """Where JAX's persistent compilation cache lives: SVDGRAD_CACHE_DIR, else
+    $XDG_CACHE_HOME/svdgrad/jax, else ~/.cache/svdgrad/jax."""
+    explicit = os.environ.get("SVDGRAD_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "svdgrad" / "jax"
+
+
+def _fast_lapack_init() -> None:
+    """Register JAX's CPU LAPACK kernels without importing all of scipy.linalg.
+
+    jaxlib takes the LAPACK function pointers from scipy.linalg.cython_lapack; importing that
+    module the ordinary way first runs scipy/linalg/__init__.py, which costs about a third of a
+    second at every start. A placeholder parent package lets the compiled module load alone;
+    the placeholder is removed at once, so a later ``import scipy.linalg`` is the real one. Any
+    surprise falls back to jaxlib's own (slower) initialisation.
+    """
+    if "scipy.linalg" in sys.modules:
+        return
+    import importlib
+    import importlib.util
+    import types
+
+    try:
+        spec = importlib.util.find_spec("scipy.linalg")
+        from jaxlib.cpu import _lapack
+    except Exception:
+        return
+    if spec is None or not spec.submodule_search_locations:
+        return
+    placeholder = types.ModuleType("scipy.linalg")
+    placeholder.__path__ = list(spec.submodule_search_locations)
+    sys.modules["scipy.linalg"] = placeholder
+    try:
+        importlib.import_module("scipy.linalg.cython_lapack")
+        _lapack.initialize()
+    except Exception:
+        pass
+    finally:
+        sys.modules.pop("scipy.linalg.cython_lapack", None)
+        if sys.modules.get("scipy.linalg") is placeholder:
+            del sys.modules["scipy.linalg"]
+
+
+def configure_jax() -> None:
+    """Import JAX and point its persistent compilation cache at cache_dir(), so that a second
+    run of the same command skips compilation. A cache that cannot be created is skipped."""
+    import jax
+
+    _fast_lapack_init()
+
+    if not USE_CACHE or os.environ.get("SVDGRAD_NO_CACHE", "") not in ("", "0"):
+        return
+    if jax.config.jax_compilation_cache_dir:  # the caller chose one already
+        return
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    if not os.access(path, os.W_OK):
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def resolve_device(device: Device | str) -> Any:
+    configure_jax()
     from ..api import resolve_device as _resolve
 
     name = device.value if isinstance(device, Device) else str(device)

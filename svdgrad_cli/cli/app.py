@@ -56,8 +56,17 @@ def _root(
             help="Show the version and exit.",
         ),
     ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Do not use JAX's persistent compilation cache (kept in $SVDGRAD_CACHE_DIR, "
+            "else $XDG_CACHE_HOME/svdgrad/jax).",
+        ),
+    ] = False,
 ) -> None:
     """Derivatives of the singular value decomposition A = U diag(S) Vh."""
+    c.USE_CACHE = not no_cache
 
 
 def main(argv: list[str] | None = None) -> None:
