@@ -45,11 +45,12 @@ def render(result: dict, console: Console) -> None:
     table.add_column("/ SVD", justify="right")
     table.add_column("/ jax", justify="right")
     previous = None
+    line = 0
     for r in rows:
         key = (tuple(r["shape"]), r["case"])
         if previous is not None and key != previous:
             table.add_section()
-        first = key != previous
+        line = 0 if key != previous else line + 1
         previous = key
         if r["status"] == "ok":
             cells = (
@@ -61,8 +62,8 @@ def render(result: dict, console: Console) -> None:
         else:
             cells = (f"[yellow]{r['status']}[/yellow]", "-", "-", "-")
         table.add_row(
-            _shape(r["shape"]) if first else "",
-            f"{r['case']} ({r['dtype']})" if first else "",
+            _shape(r["shape"]) if line == 0 else "",
+            r["case"] if line == 0 else f"[dim]{r['dtype']}[/dim]" if line == 1 else "",
             r["method"],
             *cells,
         )
@@ -160,15 +161,15 @@ def bench(
 ) -> None:
     """Time svdgrad's JVP and VJP against the SVD alone and against JAX (and torch) autodiff.
 
-    All contenders run in one process, after compilation and warm-up, interleaved round-robin
-    so that machine noise hits all alike; the median of --repeat runs is reported with its
-    ratio to the SVD alone (jnp.linalg.svd with U and Vh) and, for svdgrad, to jax.jvp or
-    jax.vjp of jnp.linalg.svd. Compile times (first call) are shown separately. torch's
-    torch.func.jvp and autograd backward are included when torch is installed.
+    One process; every contender is compiled and warmed up first, then run round-robin.
 
-    Example:
+    Reported: the median of --repeat runs, its ratio to the SVD alone and to jax.jvp/jax.vjp.
 
-        svdgrad bench --shapes 512x512 --repeat 3
+    Compile times (the first call) come separately; torch joins when it is installed.
+
+    [bold]Example[/bold]
+
+      $ svdgrad bench --shapes 512x512 --repeat 3
     """
     import svdgrad_cli.bench as harness
 
@@ -198,6 +199,13 @@ def bench(
     # with --json - the JSON owns stdout and the tables go to stderr
     out = err if json_path == "-" else Console()
     with err.status("importing JAX") as status:
+
+        def progress(msg: str) -> None:
+            if err.is_terminal:
+                status.update(msg)
+            else:  # a log file gets one line per step
+                err.print(msg, highlight=False)
+
         try:
             result = harness.run_benchmark(
                 shape_list,
@@ -208,7 +216,7 @@ def bench(
                 use_torch=not no_torch,
                 tangents=tangents,
                 tangents_shape=many_shape,
-                progress=lambda msg: status.update(msg),
+                progress=progress,
             )
         except RuntimeError as exc:  # e.g. --device gpu without a GPU
             err.print(f"[red]error:[/red] {exc}")
