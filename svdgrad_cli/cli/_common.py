@@ -210,6 +210,20 @@ AllowGaugeOpt = Annotated[
 ]
 
 
+ChunkOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--chunk",
+        min=1,
+        metavar="N",
+        rich_help_panel=_OUT,
+        help="Stream a stack (..., m, n) into an .h5 output N matrices at a time, reading .h5 "
+        "and .npy inputs piecewise; memory stays bounded by N. Default with an .h5 output: as "
+        "many as fit in a quarter of the available memory.",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Numerics:
     eps: float = 0.0

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import _common as c
+from . import _stream
 
 EPILOG = """\
 [bold]Example[/bold]
@@ -51,6 +52,7 @@ def jvp(
     degeneracy_tol: c.DegTolOpt = None,
     rank_tol: c.RankTolOpt = None,
     allow_gauge_dependence: c.AllowGaugeOpt = False,
+    chunk: c.ChunkOpt = None,
 ) -> None:
     """Forward mode: the derivative of A = U diag(S) Vh along the tangent DA.
 
@@ -58,26 +60,42 @@ def jvp(
     """
     names = ["S", "dS"] if values_only else ["U", "S", "Vh", "dU", "dS", "dVh"]
     c.check_output_args(output, only, names)
+    numerics = c.Numerics(eps, degeneracy_tol, rank_tol)
+    kwargs = dict(full_matrices=full, compute_uv=not values_only, return_info=True)
+
+    def compute(arrays):
+        from ..api import svd_jvp
+
+        primals, tangents, info = svd_jvp(
+            arrays["A"], arrays["DA"], device=dev, **kwargs, **numerics.kwargs()
+        )
+        return dict(zip(names, (*primals, *tangents), strict=True)), info
+
+    plan = _stream.open_plan(output, chunk, {"A": (a, False), "DA": (da, False)})
+    if plan is not None:
+        with plan:
+            c.check_trailing_shape(plan.A, plan.get("DA"), "DA", plan.A.shape[-2:], "the tangent")
+            dev = c.resolve_device(device)
+            infos = _stream.run(
+                plan,
+                chunk=chunk,
+                output=output,
+                only=only,
+                inputs=[a, da],
+                prepare=lambda x: {k: c.as_complex(v) for k, v in x.items()} if complex_ else x,
+                compute=compute,
+                on_info=lambda info: None,
+                label="jvp",
+            )
+        c.tolerance_warnings(_stream.merge_infos(infos), numerics)
+        return
     arrays = c.read_inputs([("A", a, False), ("DA", da, False)])
     A, dA = arrays["A"], arrays["DA"]
     if complex_:
         A, dA = c.as_complex(A), c.as_complex(dA)
     c.check_trailing_shape(A, dA, "DA", A.shape[-2:], "the tangent")
-    numerics = c.Numerics(eps, degeneracy_tol, rank_tol)
     dev = c.resolve_device(device)
-
-    from ..api import svd_jvp
-
-    primals, tangents, info = svd_jvp(
-        A,
-        dA,
-        full_matrices=full,
-        compute_uv=not values_only,
-        device=dev,
-        return_info=True,
-        **numerics.kwargs(),
-    )
-    results = dict(zip(names, (*primals, *tangents), strict=True))
+    results, info = compute({"A": A, "DA": dA})
     results = c.to_numpy(results)  # waits for the device: all computing is done here
     c.tolerance_warnings(info, numerics)
     c.deliver(results, output, only, inputs=[a, da])

@@ -8,6 +8,7 @@ import numpy as np
 import typer
 
 from . import _common as c
+from . import _stream
 from .jvp import A_ARG
 
 EPILOG = """\
@@ -60,6 +61,7 @@ def vjp(
     degeneracy_tol: c.DegTolOpt = None,
     rank_tol: c.RankTolOpt = None,
     allow_gauge_dependence: c.AllowGaugeOpt = False,
+    chunk: c.ChunkOpt = None,
 ) -> None:
     """Reverse mode: the cotangent gA of A from cotangents of U, S and Vh.
 
@@ -78,52 +80,93 @@ def vjp(
         )
     names = ["gA", "S"]
     c.check_output_args(output, only, names)
-    arrays = c.read_inputs(
-        [("A", a, False), ("--gU", gu, False), ("--gS", gs, True), ("--gVh", gvh, False)]
-    )
-    A = arrays["A"]
-    if complex_:
-        A = c.as_complex(A)
-    m, n = A.shape[-2:]
-    k = min(m, n)
-    ku, kv = (m, n) if full else (k, k)
-    expected = {"--gU": (m, ku), "--gS": (k,), "--gVh": (kv, n)}
-    for name in ("--gU", "--gS", "--gVh"):
-        if name in arrays:
-            c.check_trailing_shape(A, arrays[name], name, expected[name], f"the {name[3:]}")
-    if "--gS" in arrays and np.iscomplexobj(arrays["--gS"]):
-        raise c.UsageProblem("--gS: is complex, but S is real; pass a real cotangent")
     numerics = c.Numerics(eps, degeneracy_tol, rank_tol)
-    dev = c.resolve_device(device)
+    cots = ("--gU", "--gS", "--gVh")
 
-    from ..api import svd_vjp
+    def prepare(arrays: dict) -> dict:
+        if complex_:
+            arrays = dict(arrays, A=c.as_complex(arrays["A"]))
+        if "--gS" in arrays and np.iscomplexobj(arrays["--gS"]):
+            raise c.UsageProblem("--gS: is complex, but S is real; pass a real cotangent")
+        return arrays
 
-    gA, info = svd_vjp(
-        A,
-        gU=arrays.get("--gU"),
-        gS=arrays.get("--gS"),
-        gVh=arrays.get("--gVh"),
-        full_matrices=full,
-        compute_uv=not values_only,
-        convention=convention.value,
-        device=dev,
-        return_info=True,
-        **numerics.kwargs(),
-    )
-    results = c.to_numpy({"gA": gA, "S": info["S"]})  # all computing is done here
-    c.tolerance_warnings(info, numerics)
-    gauge = float(np.asarray(info.get("gauge_relative", 0.0)))
-    limit = c.gauge_tolerance(np.real(results["gA"]).dtype)
-    if gauge > limit:
-        if not allow_gauge_dependence:
+    def check_shapes(A, get) -> None:
+        m, n = A.shape[-2:]
+        k = min(m, n)
+        ku, kv = (m, n) if full else (k, k)
+        expected = {"--gU": (m, ku), "--gS": (k,), "--gVh": (kv, n)}
+        for name in cots:
+            if get(name) is not None:
+                c.check_trailing_shape(A, get(name), name, expected[name], f"the {name[3:]}")
+
+    def compute(arrays: dict):
+        from ..api import svd_vjp
+
+        gA, info = svd_vjp(
+            arrays["A"],
+            gU=arrays.get("--gU"),
+            gS=arrays.get("--gS"),
+            gVh=arrays.get("--gVh"),
+            full_matrices=full,
+            compute_uv=not values_only,
+            convention=convention.value,
+            device=dev,
+            return_info=True,
+            **numerics.kwargs(),
+        )
+        return {"gA": gA, "S": info["S"]}, info
+
+    limit = None
+
+    def gauge_check(info) -> None:
+        gauge = float(np.asarray(info.get("gauge_relative", 0.0)))
+        if gauge > limit and not allow_gauge_dependence:
             raise c.ComputeProblem(
                 "the cotangents make the result depend on the arbitrary gauge of the singular "
                 f"vectors (relative size {gauge:.1e}): {GAUGE_HELP}. Use a gauge-invariant "
                 "loss, or pass --allow-gauge-dependence to get the transpose of the JVP's "
                 "gauge choice."
             )
-        c.warn(
-            f"the result depends on the arbitrary gauge of the singular vectors (relative size "
-            f"{gauge:.1e}); it is the transpose of the JVP's gauge choice"
-        )
+
+    def gauge_warning(info) -> None:
+        gauge = float(np.asarray(info.get("gauge_relative", 0.0)))
+        if gauge > limit:
+            c.warn(
+                f"the result depends on the arbitrary gauge of the singular vectors (relative "
+                f"size {gauge:.1e}); it is the transpose of the JVP's gauge choice"
+            )
+
+    sources = {"A": (a, False), "--gU": (gu, False), "--gS": (gs, True), "--gVh": (gvh, False)}
+    plan = _stream.open_plan(output, chunk, sources)
+    if plan is not None:
+        with plan:
+            check_shapes(plan.A, plan.get)
+            dtype = np.result_type(plan.A.dtype, np.complex64) if complex_ else plan.A.dtype
+            limit = c.gauge_tolerance(np.finfo(dtype).dtype)
+            dev = c.resolve_device(device)
+            infos = _stream.run(
+                plan,
+                chunk=chunk,
+                output=output,
+                only=only,
+                inputs=[a, gu, gs, gvh],
+                prepare=prepare,
+                compute=compute,
+                on_info=gauge_check,
+                label="vjp",
+            )
+        merged = _stream.merge_infos(infos)
+        c.tolerance_warnings(merged, numerics)
+        gauge_warning(merged)
+        return
+
+    arrays = prepare(c.read_inputs([(name, spec, vec) for name, (spec, vec) in sources.items()]))
+    check_shapes(arrays["A"], arrays.get)
+    dev = c.resolve_device(device)
+    results, info = compute(arrays)
+    results = c.to_numpy(results)  # all computing is done here
+    c.tolerance_warnings(info, numerics)
+    limit = c.gauge_tolerance(np.real(results["gA"]).dtype)
+    gauge_check(info)
+    gauge_warning(info)
     c.deliver(results, output, only, inputs=[a, gu, gs, gvh])
