@@ -37,9 +37,10 @@ def render(result: dict, console: Console) -> None:
         title="Time per call (ms) and ratio of the medians to the SVD alone (/ SVD) and, for "
         "svdgrad, to JAX's autodiff (/ jax)"
     )
-    table.add_column("shape")
-    table.add_column("case")
-    table.add_column("method")
+    width = max([len(r["case"]) for r in rows] + [4])
+    table.add_column("shape", no_wrap=True)
+    table.add_column("case", no_wrap=True, min_width=width)
+    table.add_column("method", no_wrap=True)
     table.add_column("median ms", justify="right")
     table.add_column("min ms", justify="right")
     table.add_column("/ SVD", justify="right")
