@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+from jax import lax
 
 #: Default degeneracy tolerance, in units of machine epsilon times the largest singular value.
 DEGENERACY_FACTOR = 64
@@ -30,6 +31,20 @@ def _T(x):
 
 def _H(x):
     return jnp.conj(_T(x))
+
+
+def _Hdot(X, Y):
+    """X^H @ Y, a contraction over the leading (row) axis of both.
+
+    XLA's CPU matmul is up to 2.5x slower when the left operand is a folded transpose (1024 x 1024:
+    ~70 ms against ~30 ms), so for wide enough X the conjugate transpose is materialised first
+    (the barrier stops XLA from folding it back into the product). For tall-and-thin X the
+    product is memory-bound and the plain form is as fast.
+    """
+    XH = _H(X)
+    if X.shape[-1] >= 128:
+        XH = lax.optimization_barrier(XH)
+    return XH @ Y
 
 
 def is_complex(x) -> bool:

@@ -19,24 +19,24 @@ part is what the gauge diagnostics report.
 
 from __future__ import annotations
 
-from ._common import _H
+from ._common import _H, _Hdot
 
 
 def full_jvp_extra_U(U1, s_inv, Vh, dA, U2):
     """dU2 for a tall full SVD."""
     dAV = dA @ _H(Vh)
-    return -(U1 * s_inv[..., None, :]) @ (_H(dAV) @ U2)
+    return -(U1 * s_inv[..., None, :]) @ _Hdot(dAV, U2)
 
 
 def full_jvp_extra_Vh(U, s_inv, Vh1, dA, Vh2):
     """dVh2 for a wide full SVD."""
-    B = (_H(U) @ dA) @ _H(Vh2)  # (k, n - k)
+    B = _Hdot(U, dA) @ _H(Vh2)  # (k, n - k)
     return -_H(B) @ (s_inv[..., :, None] * Vh1)
 
 
 def full_vjp_extra_U(U1, s_inv, Vh, GU2, U2):
     """Contribution of the cotangent of U2 to GA (Hermitian pairing)."""
-    return -(U2 @ (_H(GU2) @ U1)) @ (s_inv[..., :, None] * Vh)
+    return -(U2 @ _Hdot(GU2, U1)) @ (s_inv[..., :, None] * Vh)
 
 
 def full_vjp_extra_Vh(U, s_inv, Vh1, GVh2, Vh2):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._common import _H, Reciprocals, is_complex
+from ._common import _H, Reciprocals, _Hdot, is_complex
 
 
 def _sym_skew(P):
@@ -52,9 +52,9 @@ def thin_jvp(U, s, Vh, dA, rec: Reciprocals):
     # P = U^H dA V, keeping the tall/wide intermediate that a projector term needs.
     if m > k:
         dAV = dA @ V  # (m, k)
-        P = _H(U) @ dAV
+        P = _Hdot(U, dAV)
     else:
-        UhdA = _H(U) @ dA  # (k, n)
+        UhdA = _Hdot(U, dA)  # (k, n)
         P = UhdA @ V
     dS = jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1))
 
@@ -92,7 +92,7 @@ def thin_vjp(U, s, Vh, GU, gS, GVh, rec: Reciprocals, dtype):
     Sinv2 = rec.Sinv2.astype(dtype)
 
     zero_k = None
-    M_U = _H(U) @ GU if GU is not None else zero_k
+    M_U = _Hdot(U, GU) if GU is not None else zero_k
     W = GVh @ V if GVh is not None else None  # M_V = W^H
     M_V = _H(W) if W is not None else zero_k
 

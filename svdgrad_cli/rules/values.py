@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._common import _H
+from ._common import _H, _Hdot
 
 
 def values_jvp(U, Vh, dA):
@@ -16,7 +16,7 @@ def values_jvp(U, Vh, dA):
     if m >= n:
         dAV = dA @ _H(Vh)  # (m, k)
         return jnp.real(jnp.sum(jnp.conj(U) * dAV, axis=-2))
-    UhdA = _H(U) @ dA  # (k, n)
+    UhdA = _Hdot(U, dA)  # (k, n)
     return jnp.real(jnp.sum(UhdA * jnp.conj(Vh), axis=-1))
 
 
