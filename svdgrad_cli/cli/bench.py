@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 from typing import Annotated
 
@@ -197,6 +199,14 @@ def bench(
         raise typer.BadParameter(str(exc), param_hint="'--cases'") from None
 
     err = Console(stderr=True)
+    if device == "gpu":  # a bad call, like --device gpu elsewhere: exit status 2
+        from . import _common as c
+
+        try:
+            c.resolve_device("gpu")
+        except c.UsageProblem as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(c.EXIT_USAGE) from None
     # with --json - the JSON owns stdout and the tables go to stderr
     out = err if json_path == "-" else Console()
     with err.status("importing JAX") as status:
@@ -230,8 +240,17 @@ def bench(
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
         else:
-            with open(json_path, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+            # written beside the destination and renamed: never a half-written report
+            tmp = f"{json_path}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(text + "\n")
+                os.replace(tmp, json_path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                err.print(f"error: --json '{json_path}': cannot write ({exc.strerror})")
+                raise typer.Exit(2) from None
             err.print(f"wrote {json_path}")
 
 
