@@ -72,6 +72,15 @@ def _check_matrix_shape(A, X, name, expected):
         ) from None
 
 
+def _place(x, dtype, dev):
+    """x as dtype on dev, without a copy or a dispatch when it is already there."""
+    if x.dtype != dtype:
+        x = x.astype(dtype)
+    if isinstance(x, jax.Array) and x.devices() == {dev}:
+        return x
+    return jax.device_put(x, dev)
+
+
 def _tol(x):
     return -1.0 if x is None else float(x)
 
@@ -216,19 +225,17 @@ def svd_jvp(
     dA = _as_array(dA, "dA")
     _check_matrix_shape(A, dA, "dA", A.shape[-2:])
     dtype = jnp.result_type(A.dtype, dA.dtype)
-    A, dA = jax.device_put((A.astype(dtype), dA.astype(dtype)), dev)
-    with jax.default_device(dev):
-        out = _jvp(
-            A,
-            dA,
-            float(eps),
-            _tol(degeneracy_tol),
-            _tol(rank_tol),
-            full_matrices=bool(full_matrices),
-            compute_uv=bool(compute_uv),
-            with_info=bool(return_info),
-        )
-    return out
+    A, dA = _place(A, dtype, dev), _place(dA, dtype, dev)
+    return _jvp(
+        A,
+        dA,
+        float(eps),
+        _tol(degeneracy_tol),
+        _tol(rank_tol),
+        full_matrices=bool(full_matrices),
+        compute_uv=bool(compute_uv),
+        with_info=bool(return_info),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,22 +379,21 @@ def svd_vjp(
             _check_matrix_shape(A, g, name, shape)
             cots[name] = g
     dtype = jnp.result_type(A.dtype, *[g.dtype for g in cots.values()])
-    A = jax.device_put(A.astype(dtype), dev)
-    cots = jax.device_put(cots, dev)
-    with jax.default_device(dev):
-        return _vjp(
-            A,
-            cots.get("gU"),
-            cots.get("gS"),
-            cots.get("gVh"),
-            float(eps),
-            _tol(degeneracy_tol),
-            _tol(rank_tol),
-            full_matrices=bool(full_matrices),
-            compute_uv=bool(compute_uv),
-            convention=convention,
-            with_info=bool(return_info),
-        )
+    A = _place(A, dtype, dev)
+    cots = {name: _place(g, g.dtype, dev) for name, g in cots.items()}
+    return _vjp(
+        A,
+        cots.get("gU"),
+        cots.get("gS"),
+        cots.get("gVh"),
+        float(eps),
+        _tol(degeneracy_tol),
+        _tol(rank_tol),
+        full_matrices=bool(full_matrices),
+        compute_uv=bool(compute_uv),
+        convention=convention,
+        with_info=bool(return_info),
+    )
 
 
 __all__ = ["svd_jvp", "svd_vjp", "resolve_device", "default_tolerances", "CONVENTIONS"]
