@@ -15,14 +15,18 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-# Relative tolerances keyed by dtype: "ref" against JAX / exact identities (rounding level),
-# "fd" against gauge-aligned central finite differences (truncation error of the step).
+# Relative tolerances keyed by dtype: "ref" against JAX and the identities, "exact" against
+# exact arithmetic or the same formula evaluated another way (rounding level), "fd" against
+# gauge-aligned central finite differences (truncation error of the step).
 TOL = {
-    np.dtype("float64"): {"ref": 1e-10, "fd": 1e-6},
-    np.dtype("complex128"): {"ref": 1e-10, "fd": 1e-6},
-    np.dtype("float32"): {"ref": 2e-4, "fd": 2e-3},
-    np.dtype("complex64"): {"ref": 2e-4, "fd": 2e-3},
+    np.dtype("float64"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
+    np.dtype("complex128"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
+    np.dtype("float32"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
+    np.dtype("complex64"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
 }
+
+# a gauge dependence of this relative size or more must be reported
+GAUGE_DETECTED = 1e-3
 
 
 def tol(dtype, kind="ref"):
