@@ -293,24 +293,21 @@ def _vjp(
             GU2, U2 = GU[..., :, k:], U[..., :, k:]
             GA = GA + full.full_vjp_extra_U(U1, s_inv, Vh1, GU2, U2)
             if with_info:
-                gauge = full.skew_norm(_H(U2) @ GU2)
+                gauge = full.skew_relative(_H(U2) @ GU2)
         elif full_matrices and n > m and GVh is not None:
             GVh2, Vh2 = GVh[..., k:, :], Vh[..., k:, :]
             GA = GA + full.full_vjp_extra_Vh(U1, s_inv, Vh1, GVh2, Vh2)
             if with_info:
-                gauge = full.skew_norm(GVh2 @ _H(Vh2))
-        if gauge is not None:
-            gauge = jnp.max(gauge)
+                gauge = full.skew_relative(GVh2 @ _H(Vh2))
 
     if cplx and convention == "jax":
         GA = jnp.conj(GA)
     if not with_info:
         return GA
     info = _info(s, rec, m, n, eps)
-    g_abs, g_rel = _gauge(M_U, M_V, rec, gauge)
-    if gauge is not None:
-        # the full-case term is measured against the same scale as the k x k part
-        g_rel = jnp.maximum(g_rel, gauge / jnp.maximum(jnp.max(jnp.abs(GA)), 1e-300))
+    g_abs, g_rel = _gauge(M_U, M_V, rec, None if gauge is None else gauge[0])
+    if gauge is not None:  # the extra columns, relative to the size of their own projection
+        g_rel = jnp.maximum(g_rel, gauge[1])
     info["gauge_residual"] = g_abs
     info["gauge_relative"] = g_rel
     return GA, info

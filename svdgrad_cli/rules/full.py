@@ -19,6 +19,8 @@ part is what the gauge diagnostics report.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from ._common import _H, _Hdot
 
 
@@ -44,10 +46,14 @@ def full_vjp_extra_Vh(U, s_inv, Vh1, GVh2, Vh2):
     return -(U * s_inv[..., None, :]) @ (_H(GVh2 @ _H(Vh1)) @ Vh2)
 
 
-def skew_norm(Z):
-    """max |Z - Z^H| over the last two axes (0 for an empty Z)."""
-    import jax.numpy as jnp
+def skew_relative(Z):
+    """(max |Z - Z^H|, max |Z - Z^H| / max |Z|) over everything, batch included.
 
-    if Z.shape[-1] == 0:
-        return jnp.zeros(Z.shape[:-2], jnp.finfo(Z.dtype).dtype)
-    return jnp.max(jnp.abs(Z - _H(Z)), axis=(-2, -1))
+    Z = U2^H GU2 (or Vh2 GVh2^H); a result is independent of the rotation of the extra columns
+    exactly when Z is Hermitian. Both are 0 for an empty Z.
+    """
+    if Z.shape[-1] == 0 or Z.size == 0:
+        zero = jnp.zeros((), jnp.finfo(Z.dtype).dtype)
+        return zero, zero
+    skew = jnp.max(jnp.abs(Z - _H(Z)))
+    return skew, skew / jnp.maximum(jnp.max(jnp.abs(Z)), jnp.finfo(skew.dtype).tiny)
