@@ -387,23 +387,22 @@ def check_case(
             )
         )
 
-    def pair(a, b, c):
-        return np.real(np.sum(a * b)), np.sum(np.abs(a) * np.abs(c))
+    def pairing(tangents):
+        """Re sum(g * d) over the cotangents, and sum |g| |d| as its scale."""
+        value, scale = 0.0, 0.0
+        for cname, tname in (("gU", "dU"), ("gS", "dS"), ("gVh", "dVh")):
+            g = cots.get(cname)
+            if g is not None:
+                value += float(np.real(np.sum(g * tangents[tname])))
+                scale += float(np.sum(np.abs(g) * np.abs(tangents[tname])))
+        return value, scale
 
     # directional derivative of the loss Re sum(g * f(A)) along dA, by FD, against <gA, dA>
     lhs = float(np.real(np.sum(ours["gA"] * dA)))
-    rhs_fd, scale_fd = 0.0, abs(lhs)
-    rhs, scale = 0.0, abs(lhs)
-    for cname, tname in (("gU", "dU"), ("gS", "dS"), ("gVh", "dVh")):
-        g = cots.get(cname)
-        if g is None:
-            continue
-        v, sc = pair(g, fd2[tname], fd2[tname])
-        rhs_fd += v
-        scale_fd += sc * np.max(np.abs(g)) if g.size else 0.0
-        v, sc = pair(g, ours[tname], ours[tname])
-        rhs += v
-        scale += sc * np.max(np.abs(g)) if g.size else 0.0
+    rhs_fd, scale_fd = pairing(fd2)
+    rhs, scale = pairing(ours)
+    scale_fd += abs(lhs)
+    scale += abs(lhs)
     fd_noise = max(fd_noise_all) if fd_noise_all else 0.0
     report.rows.append(
         Row(
