@@ -91,10 +91,10 @@ def thin_vjp(U, s, Vh, GU, gS, GVh, rec: Reciprocals, dtype):
     Dinv = rec.Dinv.astype(dtype)
     Sinv2 = rec.Sinv2.astype(dtype)
 
-    zero_k = None
-    M_U = _Hdot(U, GU) if GU is not None else zero_k
+    # a missing cotangent is zero: its terms are left out, not computed with zeros
+    M_U = _Hdot(U, GU) if GU is not None else None
     W = GVh @ V if GVh is not None else None  # M_V = W^H
-    M_V = _H(W) if W is not None else zero_k
+    M_V = _H(W) if W is not None else None
 
     G_P = jnp.zeros((k, k), dtype)
     if M_U is not None:
