@@ -875,8 +875,24 @@ def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _check_destination(path: str, label: str, inputs: Iterable[str | None]) -> pathlib.Path:
-    """Checks done before writing anything; returns the destination path."""
+def _h5_path(inner: str | None) -> str | None:
+    return None if inner is None else "/" + "/".join(p for p in inner.split("/") if p)
+
+
+def _check_destination(
+    path: str,
+    label: str,
+    inputs: Iterable[str | None],
+    h5_written: Iterable[str] | None = None,
+) -> pathlib.Path:
+    """Checks done before writing anything; returns the destination path.
+
+    h5_written: for an .h5 destination, the dataset paths that will be written. Adding
+    datasets to an .h5 file that is also an input is allowed (the file is updated through a
+    copy that replaces it at the end, so the inputs stay readable throughout) as long as no
+    input dataset is among them; any other output that is the same file as an input is refused.
+    """
+    written = None if h5_written is None else {_h5_path(w) for w in h5_written}
     p = pathlib.Path(path)
     directory = p.parent if str(p.parent) != "" else pathlib.Path(".")
     if not directory.exists():
@@ -890,6 +906,15 @@ def _check_destination(path: str, label: str, inputs: Iterable[str | None]) -> p
     for spec in inputs or ():
         src = source_paths(spec) if spec else None
         if src is not None and _same_file(src, p):
+            parts = _split_spec(spec)
+            inner = _h5_path(parts[2]) if parts is not None and parts[1] in _H5_EXTS else None
+            if written is not None and inner is not None and inner not in written:
+                continue
+            if written is not None and inner is not None:
+                raise OutputError(
+                    f"{label}: would overwrite the input dataset '{spec}'; write under another "
+                    "group (PATH.h5:/GROUP) or to another file"
+                )
             raise OutputError(
                 f"{label}: is the same file as the input '{spec}'; choose another output file"
             )
@@ -1119,7 +1144,8 @@ def write_results(
             f"(one of: {_list_names(names)}) or write a .npz/.h5 file"
         )
     arrays = _select(results, only, label)
-    p = _check_destination(path, label, inputs)
+    written = [f"{group or ''}/{name}" for name in arrays] if ext in _H5_EXTS else None
+    p = _check_destination(path, label, inputs, written)
     target = _AtomicTarget(p, label)
     try:
         if ext in _H5_EXTS:
@@ -1207,7 +1233,8 @@ class H5StreamWriter:
         self._datasets: dict[str, Any] = {}
 
     def __enter__(self) -> H5StreamWriter:
-        p = _check_destination(self.path, self.label, self.inputs)
+        written = [f"{self.group or ''}/{name}" for name in self.specs]
+        p = _check_destination(self.path, self.label, self.inputs, written)
         self._target = _AtomicTarget(p, self.label)
         try:
             self._h5 = _open_h5_tmp(p, self._target.tmp, self.label)

@@ -595,8 +595,13 @@ DEST_ERRORS = [
         "same file as the input",
     ),
     (
-        "same-as-input-h5",
-        lambda d: (f"{d}/in.h5:/out", {"inputs": ["-", f"{d}/./in.h5:/A"]}),
+        "same-as-input-h5-dataset",
+        lambda d: (f"{d}/in.h5", {"only": "S", "inputs": ["-", f"{d}/./in.h5:/S"]}),
+        "would overwrite the input dataset",
+    ),
+    (
+        "same-as-input-h5-unnamed",
+        lambda d: (f"{d}/in.h5:/out", {"inputs": [f"{d}/in.h5"]}),
         "choose another output file",
     ),
     (
@@ -641,6 +646,19 @@ def test_destination_errors(tmp_path, setup, expected):
     msg = str(info.value)
     assert expected in msg and "\n" not in msg
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == snapshot
+    assert leftovers(tmp_path) == []
+
+
+def test_updating_an_input_h5_under_another_group(tmp_path):
+    """`svdgrad vjp data.h5:/A --gS data.h5:/gS -o data.h5:/grads` adds datasets beside the
+    inputs: allowed, since the inputs are neither replaced nor changed."""
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as f:
+        f["A"] = make((2, 2))
+    write_results(f"{path}:/grads", RES, inputs=[f"{path}:/A"])
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["A"][()], make((2, 2)))
+        np.testing.assert_array_equal(f["grads/U"][()], RES["U"])
     assert leftovers(tmp_path) == []
 
 

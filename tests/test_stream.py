@@ -33,7 +33,7 @@ def _run(*args):
 
 def _h5(path, group="/"):
     with h5py.File(path, "r") as f:
-        return {k: f[group][k][()] for k in f[group]}
+        return {k: v[()] for k, v in f[group].items() if isinstance(v, h5py.Dataset)}
 
 
 @pytest.fixture
@@ -152,3 +152,18 @@ def test_chunk_needs_an_h5_output(tmp_path, stack):
     code, out = _run("jvp", f"{stack}:/A", f"{stack}:/dA", "-o", tmp_path / "x.npz", "--chunk", 2)
     assert code == 2 and "--chunk" in out
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("chunk", [[], ["--chunk", "4"]], ids=["in-memory", "streamed"])
+def test_results_can_go_into_the_input_h5(tmp_path, stack, chunk):
+    """svdgrad vjp data.h5:/A --gS data.h5:/gS -o data.h5:/grads keeps the inputs intact."""
+    with h5py.File(stack, "r") as f:
+        A = f["A"][()]
+    code, out = _run("vjp", f"{stack}:/A", "--gS", f"{stack}:/gS", "-o", f"{stack}:/grads", *chunk)
+    assert code == 0, out
+    grads = _h5(stack, "/grads")
+    np.testing.assert_array_equal(_h5(stack)["A"], A)
+    np.testing.assert_allclose(grads["S"], np.linalg.svd(A, compute_uv=False), rtol=1e-12)
+    # but never over an input dataset
+    code, out = _run("vjp", f"{stack}:/grads/gA", "--gS", f"{stack}:/gS", "-o", f"{stack}:/grads")
+    assert code == 2 and "would overwrite the input dataset" in out
