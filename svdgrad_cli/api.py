@@ -97,7 +97,7 @@ def _check_tols(eps, degeneracy_tol, rank_tol):
 # diagnostics (device arrays, no synchronisation)
 
 
-def _info(s, rec, m, n, eps):
+def _info(s, rec, eps):
     k = s.shape[-1]
     iu = jnp.triu(jnp.ones((k, k), bool), 1)
     if k > 1:
@@ -153,7 +153,7 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, wit
         out = ((s,), (dS,))
         if with_info:
             rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
-            return out + (_info(s, rec, m, n, eps),)
+            return out + (_info(s, rec, eps),)
         return out
 
     U, s, Vh = jnp.linalg.svd(A, full_matrices=full_matrices)
@@ -169,7 +169,7 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, wit
         dVh = jnp.concatenate([dVh, dVh2], axis=-2)
     out = ((U, s, Vh), (dU, dS, dVh))
     if with_info:
-        return out + (_info(s, rec, m, n, eps),)
+        return out + (_info(s, rec, eps),)
     return out
 
 
@@ -304,7 +304,7 @@ def _vjp(
         GA = jnp.conj(GA)
     if not with_info:
         return GA
-    info = _info(s, rec, m, n, eps)
+    info = _info(s, rec, eps)
     g_abs, g_rel = _gauge(M_U, M_V, rec, None if gauge is None else gauge[0])
     if gauge is not None:  # the extra columns, relative to the size of their own projection
         g_rel = jnp.maximum(g_rel, gauge[1])

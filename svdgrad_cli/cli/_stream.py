@@ -217,17 +217,20 @@ def run(
     compute: Callable[[dict[str, np.ndarray]], tuple[dict[str, Any], Mapping[str, Any]]],
     on_info: Callable[[Mapping[str, Any]], None],
     label: str,
+    complex_work: bool = False,
 ) -> list[Mapping[str, Any]]:
     """Stream every chunk through ``compute`` into ``output``; returns each chunk's info.
 
     prepare: turns the raw arrays of a chunk into the arrays the rules take (complex casts);
     compute: returns (results by output name, info) for a chunk, as device arrays;
-    on_info: called with each chunk's info once it is on the host (may raise to abort).
+    on_info: called with each chunk's info once it is on the host (may raise to abort);
+    complex_work: the chunk is computed in complex arithmetic (--complex), for the default size.
     """
     A0 = next(iter(p.chunked.values()))
     B = p.batch
     m, n = A0.shape[-2:]
-    itemsize = np.dtype(A0.dtype).itemsize * (2 if "complex" in str(A0.dtype) else 1)
+    work = np.result_type(A0.dtype, np.complex64) if complex_work else np.dtype(A0.dtype)
+    itemsize = np.dtype(work).itemsize  # a complex dtype's itemsize counts both parts
     size = chunk if chunk is not None else default_chunk(B, m, n, itemsize)
     size = max(1, min(size, B))
     infos: list[Mapping[str, Any]] = []

@@ -86,6 +86,7 @@ def jvp(
                 compute=compute,
                 on_info=lambda info: None,
                 label="jvp",
+                complex_work=complex_,
             )
         c.tolerance_warnings(_stream.merge_infos(infos), numerics)
         return

@@ -154,6 +154,7 @@ def vjp(
                 compute=compute,
                 on_info=gauge_check,
                 label="vjp",
+                complex_work=complex_,
             )
         merged = _stream.merge_infos(infos)
         c.tolerance_warnings(merged, numerics)
