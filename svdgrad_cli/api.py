@@ -1,25 +1,77 @@
-"""Public entry points: svd_jvp and svd_vjp.
+"""Public entry points: svd (a differentiable drop-in for jnp.linalg.svd), svd_jvp and svd_vjp.
 
-Both are jitted (flags static, tolerances traced so that changing them does not recompile),
-batched over leading dimensions with NumPy broadcasting between A and the tangents or
-cotangents, dtype-preserving (float32, float64, complex64, complex128; x64 is enabled when this
-package is imported) and run on the device the caller names.
+svd is a jax.custom_jvp whose rule is svdgrad's (rules/), for all eight cases. The rule calls
+svd again for its own primal, so it is itself differentiable: second order, Hessians and
+Hessian-vector products go through the same rule. Reverse mode comes from JAX transposing the
+rule. Importing this module changes no global JAX setting.
+
+svd_jvp and svd_vjp are conveniences over the same rules, callable under jit, vmap and grad:
+svd_jvp also selects, when a tangent splits a degenerate block, the basis the perturbation picks
+(degenerate perturbation theory); svd_vjp takes the factors the cotangents were taken at and
+reports what the cotangents cannot determine.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .rules import full, thin, values
+from .rules import degenerate, values
+from .rules import svd as rule
 from .rules._common import _H, default_tolerances, reciprocals
 
-jax.config.update("jax_enable_x64", True)
-
 CONVENTIONS = ("jax", "torch")
+
+
+class SVDResult(NamedTuple):
+    """U (..., m, k or m), S (..., k) real and descending, Vh (..., k or n, n)."""
+
+    U: jax.Array
+    S: jax.Array
+    Vh: jax.Array
+
+
+class Diagnostics(NamedTuple):
+    """What the tolerances did and what a tangent or cotangent leaves undetermined.
+
+    Every field is an array (a device array, or a tracer under a transformation); reading one
+    synchronises. Sizes marked relative are divided by the largest entry of the projections
+    they come from; 0 where nothing of the kind exists.
+
+    S: the singular values; min_s, max_s, min_gap (smallest s_i - s_{i+1}).
+    degenerate_pairs: pairs whose 1/(s_j - s_i) term was cut; rank_cut: values at or below the
+        rank tolerance; broadened: whether Lorentzian broadening was on.
+    degenerate_split (forward): how much the tangent splits a degenerate block (relative
+        off-diagonal Hermitian part of U^H dA V there); basis_selected: whether svd_jvp returned
+        U and Vh rotated into the basis the tangent selects.
+    gauge_relative (reverse): the largest of the four sizes below; gauge_residual its absolute
+        size. rotation_relative: dependence on the phase of complex pairs or the basis inside a
+        degenerate block. spectrum_relative: gS not constant on a degenerate block (the
+        cotangents do not say how the equal values split). null_space_relative: dependence on
+        singular vectors of the null space (or on the extra columns of a full SVD), or a
+        cotangent on a zero singular value. factor_residual: for given factors, the larger of
+        ||A - U S Vh|| / ||A|| and the departure from unitarity (max abs).
+    """
+
+    S: jax.Array
+    min_s: jax.Array
+    max_s: jax.Array
+    min_gap: jax.Array
+    degenerate_pairs: jax.Array
+    rank_cut: jax.Array
+    broadened: jax.Array
+    degenerate_split: jax.Array
+    basis_selected: jax.Array
+    gauge_residual: jax.Array
+    gauge_relative: jax.Array
+    rotation_relative: jax.Array
+    spectrum_relative: jax.Array
+    null_space_relative: jax.Array
+    factor_residual: jax.Array
 
 
 # --------------------------------------------------------------------------------------------
@@ -27,11 +79,11 @@ CONVENTIONS = ("jax", "torch")
 
 
 def resolve_device(device=None):
-    """A jax.Device from None/"cpu" (the default), "gpu", "auto" or a jax.Device."""
-    if device is None or device == "cpu":
-        return jax.devices("cpu")[0]
-    if isinstance(device, jax.Device):
+    """A jax.Device from "cpu", "gpu", "auto" or a jax.Device; None stays None (no transfer)."""
+    if device is None or isinstance(device, jax.Device):
         return device
+    if device == "cpu":
+        return jax.devices("cpu")[0]
     if device == "gpu":
         try:
             gpus = jax.devices("gpu")
@@ -48,129 +100,268 @@ def resolve_device(device=None):
     raise ValueError(f"device must be 'cpu', 'gpu', 'auto' or a jax.Device, not {device!r}")
 
 
-def _as_array(x, name):
-    x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
-    if x.ndim < 2 and name == "A":
-        raise ValueError(f"A must have shape (..., m, n), got shape {x.shape}")
-    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.complexfloating)):
-        x = x.astype(jnp.float64)
-    return x
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
 
 
-def _check_matrix_shape(A, X, name, expected):
-    if X.ndim < len(expected) or tuple(X.shape[X.ndim - len(expected) :]) != tuple(expected):
+def _inexact_dtype(*dtypes):
+    """The common inexact dtype (integers and bools become the default float), as JAX runs it."""
+    dt = np.result_type(*[np.dtype(d) for d in dtypes])
+    if not np.issubdtype(dt, np.inexact):
+        dt = np.result_type(dt, np.float64)
+    return jax.dtypes.canonicalize_dtype(dt)
+
+
+def _array(x, name):
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return x
+    try:
+        return jnp.asarray(x)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from None
+
+
+def _check_matrix(a, name):
+    if a.ndim < 2:
+        raise ValueError(
+            f"{name} must have shape (..., m, n), got shape {a.shape}; a vector needs a "
+            "trailing or leading axis of length 1"
+        )
+
+
+def _check_shape(A, X, name, expected):
+    nd = len(expected)
+    if X.ndim < nd or tuple(X.shape[X.ndim - nd :]) != tuple(expected):
         raise ValueError(
             f"{name} must end in shape {tuple(expected)} to match A of shape {A.shape}, "
             f"got shape {X.shape}"
         )
     try:
-        np.broadcast_shapes(A.shape[:-2], X.shape[: X.ndim - len(expected)])
+        np.broadcast_shapes(A.shape[:-2], X.shape[: X.ndim - nd])
     except ValueError:
         raise ValueError(
-            f"batch dimensions of {name} {X.shape[: X.ndim - len(expected)]} do not broadcast "
+            f"batch dimensions of {name} {X.shape[: X.ndim - nd]} do not broadcast "
             f"with those of A {A.shape[:-2]}"
         ) from None
 
 
 def _place(x, dtype, dev):
-    """x as dtype on dev, without a copy or a dispatch when it is already there."""
+    """x as a JAX array of dtype, on dev when a device was named (never for tracers)."""
     if x.dtype != dtype:
-        x = x.astype(dtype)
+        x = x.astype(dtype) if isinstance(x, jax.Array) else jnp.asarray(x, dtype)
+    if dev is None or _is_tracer(x):
+        return x if isinstance(x, jax.Array) else jnp.asarray(x)
     if isinstance(x, jax.Array) and x.devices() == {dev}:
         return x
     return jax.device_put(x, dev)
 
 
-def _tol(x):
-    return -1.0 if x is None else float(x)
-
-
-def _check_tols(eps, degeneracy_tol, rank_tol):
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    for name, v in (("degeneracy_tol", degeneracy_tol), ("rank_tol", rank_tol)):
-        if v is not None and v < 0:
-            raise ValueError(f"{name} must be >= 0 or None (default), got {v}")
+def _tolerances(eps, degeneracy_tol, rank_tol):
+    """The three tolerances as scalars or arrays (None -> -1, "the default"); concrete values
+    are checked here, traced ones as they are (a negative traced value means the default)."""
+    out = []
+    for name, v, allow_none in (
+        ("eps", eps, False),
+        ("degeneracy_tol", degeneracy_tol, True),
+        ("rank_tol", rank_tol, True),
+    ):
+        if v is None:
+            if not allow_none:
+                raise ValueError("eps must be a number >= 0 (0 means exact), not None")
+            out.append(-1.0)
+            continue
+        if not _is_tracer(v):
+            arr = np.asarray(v)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"{name} must be a real number, got {v!r}")
+            if np.any(arr < 0) or np.any(np.isnan(arr)):
+                fix = ">= 0" if not allow_none else ">= 0, or None for the default"
+                raise ValueError(f"{name} must be {fix}, got {v!r}")
+            out.append(float(arr) if arr.ndim == 0 else arr)
+        else:
+            out.append(v)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------
-# diagnostics (device arrays, no synchronisation)
+# svd: the custom_jvp
 
 
-def _info(s, rec, eps):
+@partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _svd(a, eps, degeneracy_tol, rank_tol, full_matrices, compute_uv):
+    if compute_uv:
+        return tuple(jnp.linalg.svd(a, full_matrices=full_matrices, compute_uv=True))
+    return jnp.linalg.svd(a, full_matrices=False, compute_uv=False)
+
+
+@_svd.defjvp
+def _svd_jvp_rule(full_matrices, compute_uv, primals, tangents):
+    a, eps, degeneracy_tol, rank_tol = primals
+    da = tangents[0]
+    m, n = a.shape[-2:]
+    fm = full_matrices and compute_uv
+    # the rule's own primal goes through _svd, so the rule is differentiable in turn
+    U, s, Vh = _svd(a, eps, degeneracy_tol, rank_tol, fm, True)
+    rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
+    if not compute_uv:
+        return s, values.values_jvp(U, Vh, da)
+    return (U, s, Vh), rule.tangents(U, s, Vh, da, rec, fm)
+
+
+def svd(
+    a,
+    full_matrices: bool = True,
+    compute_uv: bool = True,
+    *,
+    eps=0.0,
+    degeneracy_tol=None,
+    rank_tol=None,
+):
+    """Singular value decomposition a = U diag(S) Vh, differentiable in every case.
+
+    The call and defaults of jnp.linalg.svd: returns ``SVDResult(U, S, Vh)`` (a NamedTuple) or,
+    with compute_uv=False, S alone. The factors are those of jnp.linalg.svd; derivatives come
+    from svdgrad's rule (a jax.custom_jvp) in forward and reverse mode, for thin and full
+    matrices (m != n included, where jnp.linalg.svd raises), real and complex. It works under
+    jit, vmap, grad, jacfwd, jacrev, hessian and linearize, on the device the data lives on.
+
+    Parameters
+    ----------
+    a : array (..., m, n); integer inputs become the default float type.
+    full_matrices : True (default, as jnp.linalg.svd): U is (m, m), Vh is (n, n); the extra
+        columns use the horizontal gauge U2^H dU2 = 0 (V2^H dV2 = 0). False: thin, k = min(m, n).
+    compute_uv : False returns S only.
+    eps : Lorentzian broadening of 1/(s_j^2 - s_i^2), x -> x / (x^2 + eps). 0 (default): exact.
+    degeneracy_tol : pairs with |s_i - s_j| <= degeneracy_tol drop their 1/(s_j - s_i) term (the
+        1/(s_j + s_i) term stays). None: 64 * machine eps * max(S).
+    rank_tol : singular values <= rank_tol are left out of the 1/s terms, as a pseudo-inverse
+        does. None: max(S) * max(m, n) * machine eps.
+        The tolerances may be traced (no recompilation when they change; a negative traced
+        value means the default); they receive no derivative.
+
+    Degenerate and zero singular values: the rule is linear in the tangent, as a custom_jvp
+    must be, so inside a degenerate block it cannot select the basis a tangent picks (svd_jvp
+    does). Derivatives that stay exact at exactly equal values: the singular values through any
+    symmetric function of each block (sum, nuclear norm, sum of squares, log det), the polar
+    factor U Vh, projectors onto whole blocks (U_b U_b^H, V_b V_b^H), and anything built from
+    U and Vh whose cotangent has no Hermitian off-diagonal part on the block. Not exact there:
+    U f(S) Vh with f' != 0 on the block (A itself, A A^H A) and second derivatives of
+    spectral losses whose gradient is such a function (sum s_i^2, log det). svd_vjp with
+    return_info=True reports whether a given cotangent is affected.
+    """
+    a = _array(a, "a")
+    _check_matrix(a, "a")
+    dtype = _inexact_dtype(a.dtype)
+    if a.dtype != dtype:
+        a = a.astype(dtype) if isinstance(a, jax.Array) else jnp.asarray(a, dtype)
+    rdt = jnp.finfo(dtype).dtype
+    eps, degeneracy_tol, rank_tol = (
+        jnp.asarray(t).astype(rdt) for t in _tolerances(eps, degeneracy_tol, rank_tol)
+    )
+    out = _svd(a, eps, degeneracy_tol, rank_tol, bool(full_matrices), bool(compute_uv))
+    return SVDResult(*out) if compute_uv else out
+
+
+# --------------------------------------------------------------------------------------------
+# diagnostics (arrays, no synchronisation)
+
+
+def _zero(dtype):
+    return jnp.zeros((), dtype)
+
+
+def _base_info(s, rec, eps):
+    rdt = s.dtype
     k = s.shape[-1]
     iu = jnp.triu(jnp.ones((k, k), bool), 1)
-    if k > 1:
-        gaps = s[..., :-1] - s[..., 1:]
-        min_gap = jnp.min(gaps)
-    else:
-        min_gap = jnp.asarray(jnp.inf, s.dtype)
-    return {
-        "S": s,
-        "min_s": jnp.min(s) if s.size else jnp.asarray(jnp.nan, s.dtype),
-        "max_s": jnp.max(s) if s.size else jnp.asarray(jnp.nan, s.dtype),
-        "min_gap": min_gap,
-        "degenerate_pairs": jnp.sum(rec.degenerate & iu),
-        "rank_cut": jnp.sum(rec.rank_cut),
-        "broadened": jnp.asarray(eps) > 0,
-    }
+    nonempty = s.size > 0
+    min_gap = (
+        jnp.min(s[..., :-1] - s[..., 1:]) if k > 1 and nonempty else jnp.asarray(jnp.inf, rdt)
+    )
+    z = _zero(rdt)
+    return dict(
+        S=s,
+        min_s=jnp.min(s) if nonempty else jnp.asarray(jnp.nan, rdt),
+        max_s=jnp.max(s) if nonempty else jnp.asarray(jnp.nan, rdt),
+        min_gap=min_gap,
+        degenerate_pairs=jnp.sum(rec.degenerate & iu),
+        rank_cut=jnp.sum(rec.rank_cut),
+        broadened=jnp.asarray(eps) > 0,
+        degenerate_split=z,
+        basis_selected=jnp.zeros((), bool),
+        gauge_residual=z,
+        gauge_relative=z,
+        rotation_relative=z,
+        spectrum_relative=z,
+        null_space_relative=z,
+        factor_residual=z,
+    )
 
 
-def _gauge(M_U, M_V, rec, extra):
-    """Size of the part of a cotangent that the arbitrary gauge would change.
-
-    Phase of complex singular pairs and rotations inside degenerate blocks: the skew-Hermitian
-    part of N = M_U + M_V on the diagonal and on degenerate pairs must vanish. extra: the skew
-    part of U2^H GU2 or Vh2 GVh2^H in the full case (or None).
-    """
-    parts = [M for M in (M_U, M_V) if M is not None]
-    if not parts:
-        z = jnp.zeros((), rec.s_inv.dtype)
-        return z, z
-    N = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-    k = N.shape[-1]
-    watch = rec.degenerate | jnp.eye(k, dtype=bool)
-    skew = jnp.abs(N - _H(N))
-    absolute = jnp.max(jnp.where(watch, skew, 0)) if k else jnp.zeros((), skew.dtype)
-    scale = jnp.max(jnp.stack([jnp.max(jnp.abs(M)) for M in parts])) if k else 1.0
-    if extra is not None:
-        absolute = jnp.maximum(absolute, jnp.max(extra))
-    tiny = jnp.finfo(skew.dtype).tiny
-    return absolute, absolute / jnp.maximum(scale, tiny)
+def _ratio(x, scale):
+    tiny = jnp.finfo(scale.dtype).tiny
+    return jnp.where(scale > tiny, x / jnp.maximum(scale, tiny), 0)
 
 
 # --------------------------------------------------------------------------------------------
 # forward mode
 
 
-@partial(jax.jit, static_argnames=("full_matrices", "compute_uv", "with_info"))
-def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, with_info):
+def _selected_frames(U1, Vh1, P, X, s, rec, tall):
+    """U1, Vh1, P, X in the basis the tangent selects inside degenerate blocks (and W)."""
+    same, possible = degenerate.clusters(s, rec)
+
+    def rotate():
+        W = degenerate.selected_basis(P, same)
+        WH = _H(W)
+        return U1 @ W, WH @ Vh1, WH @ P @ W, (X @ W if tall else WH @ X)
+
+    def keep():
+        return U1, Vh1, P, X
+
+    if P.ndim == 2:
+        return jax.lax.cond(possible, rotate, keep), same, possible
+    rot = rotate()
+    any_ = jnp.any(possible)
+    return tuple(jnp.where(any_, r, k) for r, k in zip(rot, keep(), strict=True)), same, possible
+
+
+@partial(jax.jit, static_argnames=("full_matrices", "compute_uv", "select", "with_info"))
+def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, select, with_info):
     m, n = A.shape[-2:]
     k = min(m, n)
-    if not compute_uv:
-        U, s, Vh = jnp.linalg.svd(A, full_matrices=False)
-        dS = values.values_jvp(U, Vh, dA)
-        out = ((s,), (dS,))
-        if with_info:
-            rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
-            return out + (_info(s, rec, eps),)
-        return out
-
-    U, s, Vh = jnp.linalg.svd(A, full_matrices=full_matrices)
+    fm = full_matrices and compute_uv
+    U, s, Vh = _svd(A, eps, degeneracy_tol, rank_tol, fm, True)
     rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
     U1, Vh1 = U[..., :, :k], Vh[..., :k, :]
-    dU, dS, dVh = thin.thin_jvp(U1, s, Vh1, dA, rec)
-    s_inv = rec.s_inv.astype(dA.dtype)
-    if full_matrices and m > n:
-        dU2 = full.full_jvp_extra_U(U1, s_inv, Vh1, dA, U[..., :, k:])
-        dU = jnp.concatenate([dU, dU2], axis=-1)
-    elif full_matrices and n > m:
-        dVh2 = full.full_jvp_extra_Vh(U1, s_inv, Vh1, dA, Vh[..., k:, :])
-        dVh = jnp.concatenate([dVh, dVh2], axis=-2)
-    out = ((U, s, Vh), (dU, dS, dVh))
-    if with_info:
-        return out + (_info(s, rec, eps),)
-    return out
+    from .rules import thin
+
+    P, X = thin.project(U1, Vh1, dA)
+    same, possible = degenerate.clusters(s, rec)
+    selected = jnp.zeros((), bool)
+    if select:
+        (U1, Vh1, P, X), same, possible = _selected_frames(U1, Vh1, P, X, s, rec, m > k)
+        selected = jnp.any(possible)
+        if fm and m > n:
+            U = jnp.concatenate([U1, U[..., :, k:]], axis=-1)
+        elif fm and n > m:
+            Vh = jnp.concatenate([Vh1, Vh[..., k:, :]], axis=-2)
+        else:
+            U, Vh = U1, Vh1
+    if compute_uv:
+        primals = (U, s, Vh)
+        tangents = rule.tangents_projected(U, s, Vh, P, X, rec, fm)
+    else:
+        primals = (s,)
+        tangents = (jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1)),)
+    if not with_info:
+        return primals, tangents
+    info = _base_info(s, rec, eps)
+    split = degenerate.split_size(P, same)
+    scale = jnp.max(jnp.abs(P), initial=0.0) if P.size else _zero(s.dtype)
+    info["degenerate_split"] = jnp.max(_ratio(split, scale)) if split.size else _zero(s.dtype)
+    info["basis_selected"] = selected
+    return primals, tangents, Diagnostics(**info)
 
 
 def svd_jvp(
@@ -179,61 +370,64 @@ def svd_jvp(
     *,
     full_matrices: bool = False,
     compute_uv: bool = True,
-    eps: float = 0.0,
-    degeneracy_tol: float | None = None,
-    rank_tol: float | None = None,
+    eps=0.0,
+    degeneracy_tol=None,
+    rank_tol=None,
     device=None,
     return_info: bool = False,
 ):
-    """Forward-mode derivative (JVP) of A = U diag(S) Vh.
+    """Forward-mode derivative (JVP) of A = U diag(S) Vh, with degenerate perturbation theory.
 
     Parameters
     ----------
-    A : array (..., m, n); float32, float64, complex64 or complex128 (integers become float64).
-    dA : tangent, (..., m, n), its batch dimensions broadcast with A's. An A of shape (m, n) with
+    A : array (..., m, n); float32, float64, complex64 or complex128 (integers become floats).
+    dA : tangent (..., m, n), its batch dimensions broadcast with A's. An A of shape (m, n) with
         a dA of shape (T, m, n) computes one SVD and T tangents.
-    full_matrices : False (thin: U is (m, k), Vh is (k, n), k = min(m, n)) or True (U is
-        (m, m), Vh is (n, n)). For the extra columns the horizontal gauge U2^H dU2 = 0
-        (resp. V2^H dV2 = 0) is used.
+    full_matrices : False (default here: thin, U is (m, k), Vh is (k, n), k = min(m, n)) or
+        True (U is (m, m), Vh is (n, n); horizontal gauge for the extra columns).
     compute_uv : False returns the singular values and their tangents only.
-    eps : Lorentzian broadening; 1/(s_j^2 - s_i^2) becomes x / (x^2 + eps). 0 (default): exact.
-    degeneracy_tol : pairs with |s_i - s_j| <= degeneracy_tol drop their 1/(s_j - s_i) term
-        (the 1/(s_j + s_i) term stays). None: 64 * machine eps * max(S). Exact when the
-        quantity being differentiated does not depend on the basis inside the degenerate block.
-    rank_tol : singular values <= rank_tol are treated as zero: the terms with 1/s leave them
-        out, as a pseudo-inverse does. None: max(S) * max(m, n) * machine eps (as
-        numpy.linalg.matrix_rank).
-    device : None or "cpu" (default), "gpu", "auto" or a jax.Device.
-    return_info : also return a dict of diagnostics (device arrays; reading them synchronises):
-        S, min_s, max_s, min_gap, degenerate_pairs, rank_cut, broadened.
+    eps, degeneracy_tol, rank_tol : as in :func:`svd`.
+    device : None (default: where the data is, JAX's default device for NumPy input), "cpu",
+        "gpu", "auto" or a jax.Device.
+    return_info : also return a :class:`Diagnostics`.
 
     Returns
     -------
-    ``(U, S, Vh), (dU, dS, dVh)`` or, with compute_uv=False, ``(S,), (dS,)``; with return_info a
-    third element, the diagnostics dict. Primal outputs have A's batch shape, tangents the
-    broadcast batch shape. dS is real.
+    ``(U, S, Vh), (dU, dS, dVh)`` or, with compute_uv=False, ``(S,), (dS,)``; with return_info
+    a third element, the Diagnostics. dS is real.
 
-    Conventions: complex singular vectors carry an arbitrary phase per singular pair; the
-    gauge is JAX's, with Im diag(V^H dV) = 0 and the whole phase term i Im diag(U^H dA V) / S in
-    dU, so the thin JVP equals jax.jvp of jnp.linalg.svd. Real inputs use the same formulas.
-    Equal singular values: the default degeneracy_tol keeps the result finite; the difference
-    term inside a degenerate block is dropped. Zero singular values: see rank_tol.
+    Degenerate blocks. When the tangent splits a block of equal singular values (within
+    degeneracy_tol), U and Vh are returned in the basis the tangent selects inside the block:
+    the eigenvectors of the Hermitian part of the block of U^H dA V, whose eigenvalues, in
+    descending order, are dS there. The chain rule dA = dU S Vh + U dS Vh + U S dVh then holds
+    exactly, and so does the derivative of everything that does not depend on the basis inside
+    the block (U f(S) Vh, projectors onto whole blocks, the polar factor, S). Diagnostics
+    report basis_selected and degenerate_split. When several tangents share one SVD (dA has
+    more batch dimensions than A), the basis cannot depend on the tangent and is not selected;
+    degenerate_split then says how much that matters.
+
+    Conventions: complex singular vectors carry an arbitrary phase per pair; the gauge is
+    JAX's, Im diag(V^H dV) = 0 with the whole phase term i Im diag(U^H dA V) / S in dU, so the
+    thin JVP equals jax.jvp of jnp.linalg.svd where both are defined. Singular values in the
+    null space (at or below rank_tol) are left out of the 1/s terms, as a pseudo-inverse does.
     """
-    _check_tols(eps, degeneracy_tol, rank_tol)
+    A = _array(A, "A")
+    dA = _array(dA, "dA")
+    _check_matrix(A, "A")
+    _check_shape(A, dA, "dA", A.shape[-2:])
+    tols = _tolerances(eps, degeneracy_tol, rank_tol)
     dev = resolve_device(device)
-    A = _as_array(A, "A")
-    dA = _as_array(dA, "dA")
-    _check_matrix_shape(A, dA, "dA", A.shape[-2:])
-    dtype = jnp.result_type(A.dtype, dA.dtype)
+    dtype = _inexact_dtype(A.dtype, dA.dtype)
     A, dA = _place(A, dtype, dev), _place(dA, dtype, dev)
+    # the basis may follow the tangent only when every SVD has one tangent of its own
+    select = tuple(A.shape[:-2]) == np.broadcast_shapes(A.shape[:-2], dA.shape[:-2])
     return _jvp(
         A,
         dA,
-        float(eps),
-        _tol(degeneracy_tol),
-        _tol(rank_tol),
+        *tols,
         full_matrices=bool(full_matrices),
         compute_uv=bool(compute_uv),
+        select=bool(select),
         with_info=bool(return_info),
     )
 
@@ -242,9 +436,33 @@ def svd_jvp(
 # reverse mode
 
 
-@partial(jax.jit, static_argnames=("full_matrices", "compute_uv", "convention", "with_info"))
+def factor_tolerance(dtype, m: int, n: int) -> float:
+    """How far given factors may be from factoring A: 100 * max(m, n) * machine eps."""
+    return float(100 * max(m, n) * np.finfo(np.dtype(dtype)).eps)
+
+
+def _factor_residual(A, U, s, Vh, k):
+    U1, Vh1 = U[..., :, :k], Vh[..., :k, :]
+    R = A - (U1 * s[..., None, :].astype(U1.dtype)) @ Vh1
+    nA = jnp.sqrt(jnp.sum(jnp.abs(A) ** 2, axis=(-2, -1)))
+    nR = jnp.sqrt(jnp.sum(jnp.abs(R) ** 2, axis=(-2, -1)))
+    rel = jnp.where(nA > 0, nR / jnp.where(nA > 0, nA, 1), nR)
+    eU = jnp.abs(_H(U) @ U - jnp.eye(U.shape[-1], dtype=U.dtype))
+    eV = jnp.abs(Vh @ _H(Vh) - jnp.eye(Vh.shape[-2], dtype=Vh.dtype))
+    order = jnp.where(s.shape[-1] > 1, jnp.max(s[..., 1:] - s[..., :-1], initial=0.0), 0)
+    negative = jnp.max(-s, initial=0.0)
+    return jnp.maximum(
+        jnp.maximum(jnp.max(rel), jnp.maximum(jnp.max(eU), jnp.max(eV))),
+        jnp.maximum(order, negative) / jnp.maximum(jnp.max(jnp.abs(s), initial=0.0), 1e-300),
+    )
+
+
+@partial(
+    jax.jit, static_argnames=("full_matrices", "compute_uv", "convention", "with_info", "given")
+)
 def _vjp(
     A,
+    factors,
     gU,
     gS,
     gVh,
@@ -256,15 +474,17 @@ def _vjp(
     compute_uv,
     convention,
     with_info,
+    given,
 ):
     m, n = A.shape[-2:]
     k = min(m, n)
     dtype = A.dtype
     cplx = jnp.issubdtype(dtype, jnp.complexfloating)
+    fm = full_matrices and compute_uv
 
-    # JAX's cotangents pair without conjugation: Re sum(g * d). The rules below use the
-    # Hermitian pairing Re sum(conj(G) * d), so G = conj(g) on the way in and out. PyTorch's
-    # convention is the Hermitian one already.
+    # JAX's cotangents pair without conjugation: Re sum(g * d). The rules use the Hermitian
+    # pairing Re sum(conj(G) * d), so G = conj(g) on the way in and out. PyTorch's convention is
+    # the Hermitian one already.
     def inward(g):
         if g is None:
             return None
@@ -272,45 +492,49 @@ def _vjp(
         return jnp.conj(g) if (cplx and convention == "jax") else g
 
     GU, GVh = inward(gU), inward(gVh)
-    gS_real = None if gS is None else jnp.real(gS)
-
-    if not compute_uv:
-        U, s, Vh = jnp.linalg.svd(A, full_matrices=False)
-        GA = values.values_vjp(U, Vh, gS_real, dtype)
-        gauge = None
-        M_U = M_V = None
-        rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol) if with_info else None
+    rdt = jnp.finfo(dtype).dtype
+    gS = None if gS is None else jnp.real(gS).astype(rdt)
+    if given:
+        U, s, Vh = factors[0].astype(dtype), factors[1].astype(rdt), factors[2].astype(dtype)
     else:
-        U, s, Vh = jnp.linalg.svd(A, full_matrices=full_matrices)
-        rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
-        U1, Vh1 = U[..., :, :k], Vh[..., :k, :]
-        GU1 = GU[..., :, :k] if GU is not None else None
-        GVh1 = GVh[..., :k, :] if GVh is not None else None
-        GA, M_U, M_V = thin.thin_vjp(U1, s, Vh1, GU1, gS_real, GVh1, rec, dtype)
-        s_inv = rec.s_inv.astype(dtype)
-        gauge = None
-        if full_matrices and m > n and GU is not None:
-            GU2, U2 = GU[..., :, k:], U[..., :, k:]
-            GA = GA + full.full_vjp_extra_U(U1, s_inv, Vh1, GU2, U2)
-            if with_info:
-                gauge = full.skew_relative(_H(U2) @ GU2)
-        elif full_matrices and n > m and GVh is not None:
-            GVh2, Vh2 = GVh[..., k:, :], Vh[..., k:, :]
-            GA = GA + full.full_vjp_extra_Vh(U1, s_inv, Vh1, GVh2, Vh2)
-            if with_info:
-                gauge = full.skew_relative(GVh2 @ _H(Vh2))
-
+        U, s, Vh = _svd(A, eps, degeneracy_tol, rank_tol, fm, True)
+    rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
+    GA, M_U, M_V = rule.cotangent(U, s, Vh, GU, gS, GVh, rec, dtype, fm)
     if cplx and convention == "jax":
         GA = jnp.conj(GA)
     if not with_info:
         return GA
-    info = _info(s, rec, eps)
-    g_abs, g_rel = _gauge(M_U, M_V, rec, None if gauge is None else gauge[0])
-    if gauge is not None:  # the extra columns, relative to the size of their own projection
-        g_rel = jnp.maximum(g_rel, gauge[1])
+
+    info = _base_info(s, rec, eps)
+    rotation, spectrum, null_values, scale = degenerate.reverse_ambiguity(s, rec, M_U, M_V, gS)
+    null_abs = null_values
+    null = rec.rank_cut
+    for G, frame, tall in ((GU, U, True), (GVh, Vh, False)):
+        if G is None:
+            continue
+        # the null frame: null columns of the thin part, plus the extra columns of a full SVD
+        p = frame.shape[-1] if tall else frame.shape[-2]
+        mask = null
+        if p > k:
+            mask = jnp.concatenate([null, jnp.ones(null.shape[:-1] + (p - k,), bool)], axis=-1)
+        Z = _H(frame) @ G if tall else G @ _H(frame)
+        null_abs = jnp.maximum(null_abs, degenerate.null_frame_dependence(Z, mask))
+        scale = jnp.maximum(scale, jnp.max(jnp.abs(Z), initial=0.0))
+        rows = m if tall else n
+        if rows > p:  # thin: the part of a null column's cotangent outside the returned ones
+            out = G - frame @ Z if tall else G - Z @ frame
+            out = jnp.where(mask[..., None, :] if tall else mask[..., :, None], out, 0)
+            null_abs = jnp.maximum(null_abs, jnp.max(jnp.abs(out), initial=0.0))
+            scale = jnp.maximum(scale, jnp.max(jnp.abs(G), initial=0.0))
+    info["rotation_relative"] = _ratio(rotation, scale)
+    info["spectrum_relative"] = _ratio(spectrum, scale)
+    info["null_space_relative"] = _ratio(null_abs, scale)
+    g_abs = jnp.maximum(jnp.maximum(rotation, spectrum), null_abs)
     info["gauge_residual"] = g_abs
-    info["gauge_relative"] = g_rel
-    return GA, info
+    info["gauge_relative"] = _ratio(g_abs, scale)
+    if given:
+        info["factor_residual"] = _factor_residual(A, U, s, Vh, k).astype(s.dtype)
+    return GA, Diagnostics(**info)
 
 
 def svd_vjp(
@@ -319,12 +543,13 @@ def svd_vjp(
     gS=None,
     gVh=None,
     *,
+    factors=None,
     full_matrices: bool = False,
     compute_uv: bool = True,
     convention: str = "jax",
-    eps: float = 0.0,
-    degeneracy_tol: float | None = None,
-    rank_tol: float | None = None,
+    eps=0.0,
+    degeneracy_tol=None,
+    rank_tol=None,
     device=None,
     return_info: bool = False,
 ):
@@ -336,61 +561,121 @@ def svd_vjp(
     gU, gS, gVh : cotangents of U (..., m, k or m), S (..., k) and Vh (..., k or n, n); None
         means zero, at least one is required. With compute_uv=False only gS is accepted. Their
         batch dimensions broadcast with A's.
+    factors : (U, S, Vh), the SVD the cotangents were taken at (numpy's, torch's, a GPU
+        solver's: each may pick other signs or phases per singular pair, and only the factors
+        say which). No SVD is computed then, only the products. Concrete factors are checked:
+        ||A - U S Vh|| / ||A|| and the departure of U and Vh from unitarity must be within
+        :func:`factor_tolerance`, and S non-negative and descending; otherwise ValueError.
+        Under a transformation the same residual is in the Diagnostics (factor_residual).
+        full_matrices follows the factors' shapes. None (default): the cotangents pair with
+        the factors :func:`svd` returns for A.
     convention : "jax" (default): the cotangents pair with the outputs without conjugation, as in
         jax.vjp, so that Re sum(gA * dA) = Re sum(gU * dU) + sum(gS * dS) + Re sum(gVh * dVh)
-        for the (dU, dS, dVh) that svd_jvp returns for dA. "torch": the pairing conjugates, as
-        PyTorch's autograd does: torch_vjp(c) = conj(jax_vjp(conj(c))).
+        for the (dU, dS, dVh) of the rule. "torch": the pairing conjugates, as PyTorch's
+        autograd does: torch_vjp(c) = conj(jax_vjp(conj(c))).
     full_matrices, compute_uv, eps, degeneracy_tol, rank_tol, device : as in svd_jvp.
-    return_info : also return the diagnostics of svd_jvp plus gauge_residual and
-        gauge_relative: the size of the part of the cotangent that depends on the arbitrary
-        phase of complex singular vectors (Im diag(U^H GU + Vh GVh^H)), on the basis inside a
-        degenerate block, or on the extra columns of a full SVD. A loss that is a function of A
-        alone has gauge_relative at rounding level; a larger value means the result depends on
-        an arbitrary choice made by the SVD routine.
+    return_info : also return a :class:`Diagnostics`. gauge_relative measures how much of the
+        result depends on something the cotangents cannot determine: the phase of complex
+        pairs or the basis inside a degenerate block (rotation_relative), how equal values
+        split (spectrum_relative), or null-space singular vectors and the extra columns of a
+        full SVD (null_space_relative). A loss that is a smooth function of A has it at
+        rounding level, except in the case svd's docstring names (U f(S) Vh with f' != 0 seen
+        along a direction that keeps gS equal on the block).
 
     Returns
     -------
-    gA with the broadcast batch shape and A's dtype (or the cotangents' common dtype), or
-    ``(gA, info)`` with return_info.
+    gA with the broadcast batch shape and A's dtype, or ``(gA, Diagnostics)``.
 
-    The VJP is the exact transpose of svd_jvp, gauge convention included. For complex inputs the
-    phase term U diag(i Im diag(U^H GU) / S) V^H is included; it gives the gradient of a
-    gauge-invariant loss, and for a gauge-dependent one the transpose of JAX's gauge choice.
+    The VJP is the exact transpose of the rule svd differentiates with, gauge included.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
-    _check_tols(eps, degeneracy_tol, rank_tol)
+    tols = _tolerances(eps, degeneracy_tol, rank_tol)
     if gU is None and gS is None and gVh is None:
         raise ValueError("svd_vjp needs at least one of gU, gS, gVh")
     if not compute_uv and (gU is not None or gVh is not None):
         raise ValueError("with compute_uv=False only gS is accepted (U and Vh are not outputs)")
     dev = resolve_device(device)
-    A = _as_array(A, "A")
+    A = _array(A, "A")
+    _check_matrix(A, "A")
     m, n = A.shape[-2:]
     k = min(m, n)
-    ku, kv = (m, n) if full_matrices else (k, k)
+    if factors is not None:
+        factors = _check_factors(A, factors, compute_uv)
+        full_matrices = factors[0].shape[-1] == m and factors[2].shape[-2] == n and m != n
+    ku, kv = (m, n) if (full_matrices and compute_uv) else (k, k)
     cots = {}
     for name, g, shape in (("gU", gU, (m, ku)), ("gS", gS, (k,)), ("gVh", gVh, (kv, n))):
         if g is not None:
-            g = _as_array(g, name)
-            _check_matrix_shape(A, g, name, shape)
+            g = _array(g, name)
+            _check_shape(A, g, name, shape)
             cots[name] = g
-    dtype = jnp.result_type(A.dtype, *[g.dtype for g in cots.values()])
+    dtype = _inexact_dtype(A.dtype, *[g.dtype for g in cots.values()])
     A = _place(A, dtype, dev)
-    cots = {name: _place(g, g.dtype, dev) for name, g in cots.items()}
-    return _vjp(
+    cots = {name: _place(g, _inexact_dtype(g.dtype), dev) for name, g in cots.items()}
+    if factors is not None:
+        factors = tuple(_place(f, _inexact_dtype(f.dtype), dev) for f in factors)
+    out = _vjp(
         A,
+        factors,
         cots.get("gU"),
         cots.get("gS"),
         cots.get("gVh"),
-        float(eps),
-        _tol(degeneracy_tol),
-        _tol(rank_tol),
+        *tols,
         full_matrices=bool(full_matrices),
         compute_uv=bool(compute_uv),
         convention=convention,
-        with_info=bool(return_info),
+        with_info=bool(return_info) or factors is not None,
+        given=factors is not None,
     )
+    if factors is None:
+        return out
+    gA, info = out
+    if not _is_tracer(info.factor_residual):
+        residual = float(info.factor_residual)
+        limit = factor_tolerance(np.finfo(np.dtype(A.dtype)).dtype, m, n)
+        limit = max(limit, factor_tolerance(np.finfo(np.dtype(factors[0].dtype)).dtype, m, n))
+        if not residual <= limit:
+            raise ValueError(
+                f"factors do not factor A: residual {residual:.2e} (||A - U S Vh|| / ||A||, "
+                f"unitarity and ordering) exceeds {limit:.1e}; pass the U, S, Vh of this A"
+            )
+    return (gA, info) if return_info else gA
 
 
-__all__ = ["svd_jvp", "svd_vjp", "resolve_device", "default_tolerances", "CONVENTIONS"]
+def _check_factors(A, factors, compute_uv):
+    try:
+        U, S, Vh = factors
+    except (TypeError, ValueError):
+        raise ValueError("factors must be a tuple (U, S, Vh)") from None
+    U, S, Vh = _array(U, "factors U"), _array(S, "factors S"), _array(Vh, "factors Vh")
+    m, n = A.shape[-2:]
+    k = min(m, n)
+    if S.ndim < 1 or S.shape[-1] != k:
+        raise ValueError(f"factors: S must have shape (..., {k}) for A of shape {A.shape}")
+    if U.ndim < 2 or U.shape[-2] != m or U.shape[-1] not in (k, m):
+        raise ValueError(
+            f"factors: U must have shape (..., {m}, {k}) or (..., {m}, {m}), got {U.shape}"
+        )
+    if Vh.ndim < 2 or Vh.shape[-1] != n or Vh.shape[-2] not in (k, n):
+        raise ValueError(
+            f"factors: Vh must have shape (..., {k}, {n}) or (..., {n}, {n}), got {Vh.shape}"
+        )
+    if (U.shape[-1] == m) != (Vh.shape[-2] == n) and m != n:
+        raise ValueError("factors: U and Vh must both be thin or both be full")
+    if np.iscomplexobj(np.empty(0, S.dtype)):
+        raise ValueError("factors: S must be real")
+    return U, S, Vh
+
+
+__all__ = [
+    "svd",
+    "svd_jvp",
+    "svd_vjp",
+    "SVDResult",
+    "Diagnostics",
+    "resolve_device",
+    "default_tolerances",
+    "factor_tolerance",
+    "CONVENTIONS",
+]

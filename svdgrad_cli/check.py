@@ -338,6 +338,7 @@ def check_case(
         k: (None if v is None else v.astype(dtype) if k != "gS" else v) for k, v in cots.items()
     }
     gA, vinfo = svd_vjp(Ad, **cot_in, return_info=True, **kw)
+    info, vinfo = info._asdict(), vinfo._asdict()
     names = ("dU", "dS", "dVh") if case.compute_uv else ("dS",)
     ours = {k: np.asarray(v) for k, v in zip(names, tangents, strict=True)}
     ours["gA"] = np.asarray(gA)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import randn, random_matrix, tol
 
-from svdgrad_cli import svd_jvp, svd_vjp
+from svdgrad_cli import svd, svd_jvp, svd_vjp
 from svdgrad_cli.check import Case, fd_jvp, rel_error
 
 SHAPES = [(6, 4), (4, 6), (5, 5), (2, 3, 4, 6)]
@@ -239,19 +239,20 @@ def test_batch_dimensions_must_broadcast(rng):
 def test_thin_tall_memory_stays_small(uv):
     """A thin 200000 x 32 JVP and VJP never form an m x m matrix: XLA's own accounting of the
     compiled programs stays well under 1 GB (A itself is 51 MB)."""
-    from svdgrad_cli.api import _jvp, _vjp
-
     A = jax.ShapeDtypeStruct((200000, 32), jnp.float64)
-    limit = 1 << 30
-    kw = dict(full_matrices=False, compute_uv=uv)
-    jvp = _jvp.lower(A, A, 0.0, -1.0, -1.0, with_info=False, **kw).compile().memory_analysis()
-    gU = A if uv else None
     gS = jax.ShapeDtypeStruct((32,), jnp.float64)
-    vjp = (
-        _vjp.lower(A, gU, gS, None, 0.0, -1.0, -1.0, convention="jax", with_info=False, **kw)
-        .compile()
-        .memory_analysis()
-    )
-    for mem in (jvp, vjp):
+    limit = 1 << 30
+
+    def lowered(f, *args):
+        return jax.jit(f).lower(*args).compile().memory_analysis()
+
+    jvp = lowered(lambda A: svd_jvp(A, A, compute_uv=uv), A)
+    if uv:
+        vjp = lowered(lambda A, gS: svd_vjp(A, gU=A, gS=gS), A, gS)
+        grad = lowered(jax.grad(lambda A: jnp.sum(svd(A, full_matrices=False).U ** 2)), A)
+    else:
+        vjp = lowered(lambda A, gS: svd_vjp(A, gS=gS, compute_uv=False), A, gS)
+        grad = lowered(jax.grad(lambda A: jnp.sum(svd(A, compute_uv=False))), A)
+    for mem in (jvp, vjp, grad):
         total = mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes
         assert total < limit / 2, total

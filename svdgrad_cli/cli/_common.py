@@ -324,10 +324,13 @@ def _fast_lapack_init() -> None:
 
 
 def configure_jax() -> None:
-    """Import JAX and point its persistent compilation cache at cache_dir(), so that a second
-    run of the same command skips compilation. A cache that cannot be created is skipped."""
+    """Import JAX in 64-bit mode (the command line keeps float64 and complex128 inputs; the
+    library leaves this setting to its caller) and point its persistent compilation cache at
+    cache_dir(), so that a second run of the same command skips compilation. A cache that cannot
+    be created is skipped."""
     import jax
 
+    jax.config.update("jax_enable_x64", True)
     _fast_lapack_init()
 
     if not USE_CACHE or os.environ.get("SVDGRAD_NO_CACHE", "") not in ("", "0"):

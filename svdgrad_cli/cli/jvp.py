@@ -69,7 +69,7 @@ def jvp(
         primals, tangents, info = svd_jvp(
             arrays["A"], arrays["DA"], device=dev, **kwargs, **numerics.kwargs()
         )
-        return dict(zip(names, (*primals, *tangents), strict=True)), info
+        return dict(zip(names, (*primals, *tangents), strict=True)), info._asdict()
 
     plan = _stream.open_plan(output, chunk, {"A": (a, False), "DA": (da, False)})
     if plan is not None:

@@ -114,7 +114,7 @@ def vjp(
             return_info=True,
             **numerics.kwargs(),
         )
-        return {"gA": gA, "S": info["S"]}, info
+        return {"gA": gA, "S": info.S}, info._asdict()
 
     limit = None
 

@@ -61,7 +61,8 @@ class Reciprocals(NamedTuple):
     Dinv, Sinv2: (..., k, k) real; s_inv: (..., k) real (zero beyond the numerical rank);
     degenerate: (..., k, k) bool, off-diagonal pairs with |s_i - s_j| <= degeneracy_tol (their
         1/(s_j - s_i) is cut unless eps > 0, where the broadening regularises them instead);
-    rank_cut: (..., k) bool, singular values at or below the rank tolerance.
+    rank_cut: (..., k) bool, singular values at or below the rank tolerance;
+    deg_tol: (...,) the degeneracy tolerance in force (the default resolved).
     """
 
     Dinv: jnp.ndarray
@@ -69,6 +70,7 @@ class Reciprocals(NamedTuple):
     s_inv: jnp.ndarray
     degenerate: jnp.ndarray
     rank_cut: jnp.ndarray
+    deg_tol: jnp.ndarray
 
 
 def default_tolerances(s, m: int, n: int):
@@ -90,11 +92,13 @@ def reciprocals(s, m: int, n: int, eps, degeneracy_tol, rank_tol) -> Reciprocals
     degeneracy_tol, rank_tol: negative means "use the default" (see default_tolerances).
     """
     dtype = s.dtype
-    eps = jnp.asarray(eps, dtype)
+    eps = jnp.asarray(eps).astype(dtype)
     deg_default, rank_default = default_tolerances(s, m, n)
-    deg_tol = jnp.where(jnp.asarray(degeneracy_tol, dtype) < 0, deg_default, degeneracy_tol)
-    rank_tol = jnp.where(jnp.asarray(rank_tol, dtype) < 0, rank_default, rank_tol)
-    deg_tol = deg_tol[..., None, None]
+    degeneracy_tol = jnp.asarray(degeneracy_tol).astype(dtype)
+    rank_tol = jnp.asarray(rank_tol).astype(dtype)
+    deg_tol = jnp.where(degeneracy_tol < 0, deg_default, degeneracy_tol)
+    rank_tol = jnp.where(rank_tol < 0, rank_default, rank_tol)
+    deg_tol_b = deg_tol[..., None, None]
 
     keep = s > rank_tol[..., None]  # inside the numerical rank
     s_safe = jnp.where(keep, s, 1)
@@ -109,17 +113,25 @@ def reciprocals(s, m: int, n: int, eps, degeneracy_tol, rank_tol) -> Reciprocals
     # a pair lies in the numerical null space when neither value is inside the rank
     pair_kept = keep[..., :, None] | keep[..., None, :]
 
-    degenerate = offdiag & (jnp.abs(diff) <= deg_tol)
+    degenerate = offdiag & (jnp.abs(diff) <= deg_tol_b)
     use_diff = offdiag & pair_kept & ~degenerate
     use_sum = offdiag & pair_kept & (summ > 0)
     exact_Dinv = jnp.where(use_diff, 1 / jnp.where(use_diff, diff, 1), 0)
     exact_Sinv2 = jnp.where(use_sum, 1 / jnp.where(use_sum, summ, 1), 0)
 
     # Lorentzian broadening: F = x / (x^2 + eps) written as 1/(x + eps/x) where |x| is large, so
-    # that x^2 neither overflows nor underflows; x = 0 gives F = 0.
+    # that x^2 neither overflows nor underflows; x = 0 gives F = 0. Every branch divides by a
+    # guarded input (xs, never 0; big and small split before dividing), so that the branches
+    # jnp.where discards stay finite and no NaN comes back in reverse mode (double-where).
     x = diff * summ
-    xs = jnp.where(x == 0, 1, x)
-    F = jnp.where(x == 0, 0, jnp.where(jnp.abs(x) > 1, 1 / (xs + eps / xs), x / (x * x + eps)))
+    zero = x == 0
+    big = jnp.abs(x) > 1
+    xs = jnp.where(zero, 1, x)
+    x_big = jnp.where(big, xs, 1)
+    x_small = jnp.where(big, 0, x)
+    denom_small = x_small * x_small + eps
+    denom_small = jnp.where(denom_small == 0, 1, denom_small)
+    F = jnp.where(zero, 0, jnp.where(big, 1 / (x_big + eps / x_big), x_small / denom_small))
     F = jnp.where(offdiag, F, 0)
     broad_Dinv = F * summ
     broad_Sinv2 = jnp.where(pair_kept, F * diff, 0)
@@ -127,4 +139,4 @@ def reciprocals(s, m: int, n: int, eps, degeneracy_tol, rank_tol) -> Reciprocals
     broadened = eps > 0
     Dinv = jnp.where(broadened, broad_Dinv, exact_Dinv)
     Sinv2 = jnp.where(broadened, broad_Sinv2, exact_Sinv2)
-    return Reciprocals(Dinv, Sinv2, s_inv, degenerate, ~keep)
+    return Reciprocals(Dinv, Sinv2, s_inv, degenerate, ~keep, deg_tol)

@@ -36,6 +36,12 @@ def full_jvp_extra_Vh(U, s_inv, Vh1, dA, Vh2):
     return -_H(B) @ (s_inv[..., :, None] * Vh1)
 
 
+def full_jvp_extra_Vh_projected(s_inv, Vh1, UhdA, Vh2):
+    """dVh2 for a wide full SVD from UhdA = U^H dA."""
+    B = UhdA @ _H(Vh2)  # (k, n - k)
+    return -_H(B) @ (s_inv[..., :, None] * Vh1)
+
+
 def full_vjp_extra_U(U1, s_inv, Vh, GU2, U2):
     """Contribution of the cotangent of U2 to GA (Hermitian pairing)."""
     return -(U2 @ _Hdot(GU2, U1)) @ (s_inv[..., :, None] * Vh)

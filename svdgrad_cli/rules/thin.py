@@ -41,26 +41,36 @@ def _phase_diag(X, s_inv):
     return d[..., :, None] * jnp.eye(X.shape[-1], dtype=X.dtype)
 
 
+def project(U, Vh, dA):
+    """P = U^H dA V and the tall or wide intermediate a projector term needs.
+
+    Returns (P, X) with X = dA V (m, k) when m > k, else X = U^H dA (k, n).
+    """
+    m, k = U.shape[-2:]
+    if m > k:
+        X = dA @ _H(Vh)  # (m, k)
+        return _Hdot(U, X), X
+    X = _Hdot(U, dA)  # (k, n)
+    return X @ _H(Vh), X
+
+
 def thin_jvp(U, s, Vh, dA, rec: Reciprocals):
     """Tangents (dU, dS, dVh) of the thin SVD. Shapes: U (..., m, k), s (..., k), Vh (..., k, n)."""
+    P, X = project(U, Vh, dA)
+    return thin_jvp_projected(U, s, Vh, P, X, rec)
+
+
+def thin_jvp_projected(U, s, Vh, P, X, rec: Reciprocals):
+    """thin_jvp from P = U^H dA V and X (dA V if m > k, else U^H dA), as :func:`project` gives."""
     m, n = U.shape[-2], Vh.shape[-1]
     k = s.shape[-1]
-    V = _H(Vh)
-    cplx = is_complex(dA)
-    s_inv = rec.s_inv.astype(dA.dtype)
-
-    # P = U^H dA V, keeping the tall/wide intermediate that a projector term needs.
-    if m > k:
-        dAV = dA @ V  # (m, k)
-        P = _Hdot(U, dAV)
-    else:
-        UhdA = _Hdot(U, dA)  # (k, n)
-        P = UhdA @ V
+    cplx = is_complex(P)
+    s_inv = rec.s_inv.astype(P.dtype)
     dS = jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1))
 
     Sym, Skew = _sym_skew(P)
-    Dinv = rec.Dinv.astype(dA.dtype)
-    Sinv2 = rec.Sinv2.astype(dA.dtype)
+    Dinv = rec.Dinv.astype(P.dtype)
+    Sinv2 = rec.Sinv2.astype(P.dtype)
     Omega_U = Dinv * Sym + Sinv2 * Skew
     Omega_V = Dinv * Sym - Sinv2 * Skew
     if cplx:
@@ -68,12 +78,12 @@ def thin_jvp(U, s, Vh, dA, rec: Reciprocals):
 
     # dU = U Omega_U + (dA V - U P) S^-1 = U (Omega_U - P S^-1) + dA V S^-1 when m > k.
     if m > k:
-        dU = U @ (Omega_U - P * s_inv[..., None, :]) + dAV * s_inv[..., None, :]
+        dU = U @ (Omega_U - P * s_inv[..., None, :]) + X * s_inv[..., None, :]
     else:
         dU = U @ Omega_U
     # dVh = dV^H = -Omega_V Vh + S^-1 (U^H dA - P Vh)  (Omega_V is skew-Hermitian).
     if n > k:
-        dVh = (-Omega_V - s_inv[..., :, None] * P) @ Vh + s_inv[..., :, None] * UhdA
+        dVh = (-Omega_V - s_inv[..., :, None] * P) @ Vh + s_inv[..., :, None] * X
     else:
         dVh = -Omega_V @ Vh
     return dU, dS, dVh
