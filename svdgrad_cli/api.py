@@ -275,9 +275,7 @@ def _base_info(s, rec, eps):
     k = s.shape[-1]
     iu = jnp.triu(jnp.ones((k, k), bool), 1)
     nonempty = s.size > 0
-    min_gap = (
-        jnp.min(s[..., :-1] - s[..., 1:]) if k > 1 and nonempty else jnp.asarray(jnp.inf, rdt)
-    )
+    min_gap = jnp.min(s[..., :-1] - s[..., 1:]) if k > 1 and nonempty else jnp.asarray(jnp.inf, rdt)
     z = _zero(rdt)
     return dict(
         S=s,
@@ -338,6 +336,8 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, sel
 
     P, X = thin.project(U1, Vh1, dA)
     same, possible = degenerate.clusters(s, rec)
+    split = degenerate.split_size(P, same)
+    scale = jnp.max(jnp.abs(P), initial=0.0) if P.size else _zero(s.dtype)
     selected = jnp.zeros((), bool)
     if select:
         (U1, Vh1, P, X), same, possible = _selected_frames(U1, Vh1, P, X, s, rec, m > k)
@@ -357,8 +357,6 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, sel
     if not with_info:
         return primals, tangents
     info = _base_info(s, rec, eps)
-    split = degenerate.split_size(P, same)
-    scale = jnp.max(jnp.abs(P), initial=0.0) if P.size else _zero(s.dtype)
     info["degenerate_split"] = jnp.max(_ratio(split, scale)) if split.size else _zero(s.dtype)
     info["basis_selected"] = selected
     return primals, tangents, Diagnostics(**info)
@@ -602,7 +600,7 @@ def svd_vjp(
     k = min(m, n)
     if factors is not None:
         factors = _check_factors(A, factors, compute_uv)
-        full_matrices = factors[0].shape[-1] == m and factors[2].shape[-2] == n and m != n
+        full_matrices = factors[0].shape[-1] == m if m > n else factors[2].shape[-2] == n
     ku, kv = (m, n) if (full_matrices and compute_uv) else (k, k)
     cots = {}
     for name, g, shape in (("gU", gU, (m, ku)), ("gS", gS, (k,)), ("gVh", gVh, (kv, n))):
@@ -661,8 +659,6 @@ def _check_factors(A, factors, compute_uv):
         raise ValueError(
             f"factors: Vh must have shape (..., {k}, {n}) or (..., {n}, {n}), got {Vh.shape}"
         )
-    if (U.shape[-1] == m) != (Vh.shape[-2] == n) and m != n:
-        raise ValueError("factors: U and Vh must both be thin or both be full")
     if np.iscomplexobj(np.empty(0, S.dtype)):
         raise ValueError("factors: S must be real")
     return U, S, Vh
