@@ -273,7 +273,7 @@ def _zero(dtype):
 def _base_info(s, rec, eps):
     rdt = s.dtype
     k = s.shape[-1]
-    iu = jnp.triu(jnp.ones((k, k), bool), 1)
+    iu = jnp.broadcast_to(jnp.triu(jnp.ones((k, k), bool), 1), rec.degenerate.shape)
     nonempty = s.size > 0
     min_gap = jnp.min(s[..., :-1] - s[..., 1:]) if k > 1 and nonempty else jnp.asarray(jnp.inf, rdt)
     z = _zero(rdt)
@@ -294,6 +294,26 @@ def _base_info(s, rec, eps):
         null_space_relative=z,
         factor_residual=z,
     )
+
+
+def _to_batch(batch, *xs, core=None):
+    """Each x broadcast to batch + its own trailing core dimensions (None passes through).
+
+    The rules then never broadcast arrays of different rank (jax_numpy_rank_promotion="raise"
+    stays usable); XLA does not copy a broadcast it can fuse.
+    """
+    out = []
+    for x, nd in zip(xs, core, strict=True):
+        if x is None or tuple(x.shape[: x.ndim - nd]) == tuple(batch):
+            out.append(x)
+        else:
+            out.append(jnp.broadcast_to(x, tuple(batch) + tuple(x.shape[x.ndim - nd :])))
+    return out
+
+
+def _rec_to_batch(batch, rec):
+    cores = (2, 2, 1, 2, 1, 0)
+    return type(rec)(*_to_batch(batch, *rec, core=cores))
 
 
 def _ratio(x, scale):
@@ -324,6 +344,24 @@ def _selected_frames(U1, Vh1, P, X, s, rec, tall):
     return tuple(jnp.where(any_, r, k) for r, k in zip(rot, keep(), strict=True)), same, possible
 
 
+def _null_frames(U1, Vh1, P, X, dA, rec):
+    """U1, Vh1, P, X with the null columns in the basis dA selects (see degenerate.null_basis)."""
+    from .rules import thin
+
+    null = rec.rank_cut
+
+    def rotate():
+        U_new, Vh_new, ok = degenerate.null_basis(U1, Vh1, dA, null)
+        return (U_new, Vh_new, *thin.project(U_new, Vh_new, dA), ok)
+
+    def keep():
+        return U1, Vh1, P, X, jnp.zeros(null.shape[:-1], bool)
+
+    if P.ndim == 2:
+        return jax.lax.cond(jnp.any(null), rotate, keep)
+    return rotate()
+
+
 @partial(jax.jit, static_argnames=("full_matrices", "compute_uv", "select", "with_info"))
 def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, select, with_info):
     m, n = A.shape[-2:]
@@ -331,6 +369,10 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, sel
     fm = full_matrices and compute_uv
     U, s, Vh = _svd(A, eps, degeneracy_tol, rank_tol, fm, True)
     rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
+    batch = np.broadcast_shapes(A.shape[:-2], dA.shape[:-2])
+    primal_U, primal_s, primal_Vh = U, s, Vh  # A's batch: the outputs unless a basis is selected
+    U, s, Vh, dA = _to_batch(batch, U, s, Vh, dA, core=(2, 1, 2, 2))
+    rec = _rec_to_batch(batch, rec)
     U1, Vh1 = U[..., :, :k], Vh[..., :k, :]
     from .rules import thin
 
@@ -342,6 +384,9 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, sel
     if select:
         (U1, Vh1, P, X), same, possible = _selected_frames(U1, Vh1, P, X, s, rec, m > k)
         selected = jnp.any(possible)
+        if not (fm and m != n):  # a full SVD would need its extra columns completed anew
+            U1, Vh1, P, X, null_ok = _null_frames(U1, Vh1, P, X, dA, rec)
+            selected = selected | jnp.any(null_ok)
         if fm and m > n:
             U = jnp.concatenate([U1, U[..., :, k:]], axis=-1)
         elif fm and n > m:
@@ -349,10 +394,10 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, sel
         else:
             U, Vh = U1, Vh1
     if compute_uv:
-        primals = (U, s, Vh)
         tangents = rule.tangents_projected(U, s, Vh, P, X, rec, fm)
+        primals = (U, primal_s, Vh) if select else (primal_U, primal_s, primal_Vh)
     else:
-        primals = (s,)
+        primals = (primal_s,)
         tangents = (jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1)),)
     if not with_info:
         return primals, tangents
@@ -445,13 +490,14 @@ def _factor_residual(A, U, s, Vh, k):
     nA = jnp.sqrt(jnp.sum(jnp.abs(A) ** 2, axis=(-2, -1)))
     nR = jnp.sqrt(jnp.sum(jnp.abs(R) ** 2, axis=(-2, -1)))
     rel = jnp.where(nA > 0, nR / jnp.where(nA > 0, nA, 1), nR)
-    eU = jnp.abs(_H(U) @ U - jnp.eye(U.shape[-1], dtype=U.dtype))
-    eV = jnp.abs(Vh @ _H(Vh) - jnp.eye(Vh.shape[-2], dtype=Vh.dtype))
+    UhU, VhV = _H(U) @ U, Vh @ _H(Vh)
+    eU = jnp.abs(UhU - jnp.broadcast_to(jnp.eye(UhU.shape[-1], dtype=U.dtype), UhU.shape))
+    eV = jnp.abs(VhV - jnp.broadcast_to(jnp.eye(VhV.shape[-1], dtype=Vh.dtype), VhV.shape))
     order = jnp.where(s.shape[-1] > 1, jnp.max(s[..., 1:] - s[..., :-1], initial=0.0), 0)
     negative = jnp.max(-s, initial=0.0)
     return jnp.maximum(
         jnp.maximum(jnp.max(rel), jnp.maximum(jnp.max(eU), jnp.max(eV))),
-        jnp.maximum(order, negative) / jnp.maximum(jnp.max(jnp.abs(s), initial=0.0), 1e-300),
+        _ratio(jnp.maximum(order, negative), jnp.max(jnp.abs(s), initial=0.0)),
     )
 
 
@@ -497,6 +543,15 @@ def _vjp(
     else:
         U, s, Vh = _svd(A, eps, degeneracy_tol, rank_tol, fm, True)
     rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
+    batch = np.broadcast_shapes(
+        A.shape[:-2],
+        U.shape[:-2],
+        *[g.shape[: g.ndim - c] for g, c in ((GU, 2), (gS, 1), (GVh, 2)) if g is not None],
+    )
+    A, U, s, Vh, GU, gS, GVh = _to_batch(
+        batch, A, U, s, Vh, GU, gS, GVh, core=(2, 2, 1, 2, 2, 1, 2)
+    )
+    rec = _rec_to_batch(batch, rec)
     GA, M_U, M_V = rule.cotangent(U, s, Vh, GU, gS, GVh, rec, dtype, fm)
     if cplx and convention == "jax":
         GA = jnp.conj(GA)

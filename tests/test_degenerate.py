@@ -141,6 +141,26 @@ def test_shared_svd_does_not_select_and_says_how_much_it_matters():
     assert float(info.degenerate_split) > DETECTED
 
 
+@pytest.mark.parametrize("m, n", [(6, 4), (4, 6), (4, 4)], ids=["tall", "wide", "square"])
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+def test_jvp_selects_null_vectors_and_zero_values_split_nonnegatively(m, n, cplx):
+    """Rank 2: the zero singular values move as t sigma(Y), Y the block of dA between the null
+    spaces; svd_jvp returns the null vectors that dA selects, dS >= 0 there, and the chain rule
+    holds exactly (the part of dA outside both thin frames included)."""
+    rng = np.random.default_rng(m * 10 + n + cplx)
+    A = _randn(rng, (m, 2), cplx) @ _randn(rng, (2, n), cplx)
+    dA = _randn(rng, (m, n), cplx)
+    (U, S, Vh), (dU, dS, dVh), info = svd_jvp(A, dA, return_info=True)
+    U, S, Vh, dU, dS, dVh = map(np.asarray, (U, S, Vh, dU, dS, dVh))
+    assert bool(info.basis_selected) and int(info.rank_cut) == min(m, n) - 2
+    assert _rel((U * S) @ Vh, A) < RTOL_EXACT
+    assert _rel(_H(U) @ U, np.eye(U.shape[1])) < RTOL_EXACT
+    assert _rel((dU * S) @ Vh + (U * dS) @ Vh + (U * S) @ dVh, dA) < RTOL_EXACT
+    ref_S = _one_sided(lambda X: np.linalg.svd(X, compute_uv=False), A, dA)
+    assert np.all(dS[2:] >= 0)
+    assert _rel(dS, ref_S) < 1e-6
+
+
 # --------------------------------------------------------------------------- reverse mode
 
 

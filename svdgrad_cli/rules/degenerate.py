@@ -28,9 +28,13 @@ returned columns must vanish.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
 
 from ._common import _H, Reciprocals
+
+
+def _eye(like, dtype):
+    """The identity broadcast to the shape of the (..., k, k) array like (no rank promotion)."""
+    return jnp.broadcast_to(jnp.eye(like.shape[-1], dtype=dtype), like.shape)
 
 
 def clusters(s, rec: Reciprocals):
@@ -59,8 +63,7 @@ def block_hermitian(P, same):
 
 def split_size(P, same):
     """max |off-diagonal Hermitian part of P inside a block|: how much the tangent splits."""
-    k = P.shape[-1]
-    off = same & ~jnp.eye(k, dtype=bool)
+    off = same & ~_eye(same, bool)
     H = jnp.abs(block_hermitian(P, off))
     return jnp.max(H, axis=(-2, -1), initial=0.0)
 
@@ -75,7 +78,6 @@ def selected_basis(P, same):
     block order, so the eigenvectors come out block by block (a mask removes rounding-level
     mixing) and, within a block, in descending order of the Hermitian part's eigenvalues.
     """
-    k = P.shape[-1]
     H = block_hermitian(P, same)
     r = jnp.max(jnp.sum(jnp.abs(H), axis=-1), axis=-1)
     r = jnp.where(r > 0, r, 1)
@@ -85,25 +87,13 @@ def selected_basis(P, same):
     )
     cid = jnp.cumsum(first.astype(r.dtype), axis=-1) - 1
     shift = (3 * r)[..., None] * cid
-    M = -H + shift[..., :, None] * jnp.eye(k, dtype=H.dtype)
+    M = -H + shift[..., :, None].astype(H.dtype) * _eye(H, H.dtype)
     _, W = jnp.linalg.eigh(M)
     W = jnp.where(same, W, 0)
     d = jnp.diagonal(W, axis1=-2, axis2=-1)
     ad = jnp.abs(d)
-    phase = jnp.where(ad > 0, jnp.conj(d) / jnp.where(ad > 0, ad, 1), 1)
+    phase = jnp.where(ad > 0, jnp.conj(d) / jnp.where(ad > 0, ad, 1).astype(d.dtype), 1)
     return W * phase[..., None, :]
-
-
-def select(P, same, split_possible):
-    """W from :func:`selected_basis` when some block can split, else the identity.
-
-    Outside vmap the eigensolve runs only when a degenerate block exists.
-    """
-    k = P.shape[-1]
-    eye = jnp.broadcast_to(jnp.eye(k, dtype=P.dtype), P.shape)
-    if P.ndim == 2:
-        return lax.cond(split_possible, lambda: selected_basis(P, same), lambda: eye)
-    return jnp.where(jnp.any(split_possible), selected_basis(P, same), eye)
 
 
 # --------------------------------------------------------------------------- reverse mode
@@ -144,9 +134,57 @@ def reverse_ambiguity(s, rec: Reciprocals, M_U, M_V, gS):
         for M in parts:
             scale = jnp.maximum(scale, _amax(M))
     if gS is not None and k:
-        off = same & kept_pair & ~jnp.eye(k, dtype=bool)
+        off = same & kept_pair & ~_eye(same, bool)
         spread = jnp.abs(gS[..., :, None] - gS[..., None, :])
         spectrum = _amax(jnp.where(off, spread, 0))
         null_values = _amax(jnp.where(null, gS, 0))
         scale = jnp.maximum(scale, _amax(gS))
     return rotation, spectrum, null_values, scale
+
+
+# --------------------------------------------------------------------------- the null space
+
+
+def null_basis(U, Vh, dA, null):
+    """U, Vh with their null columns (s = 0 within rank_tol) in the basis dA selects, and ok.
+
+    Zero singular values split as t sigma_j(Y), Y the block of dA between the left and right
+    null spaces: for m >= n, Y = (I - U_r U_r^H) dA V_z (the left null space is wider than the
+    returned columns), for m < n, Y = U_z^H dA (I - V_r V_r^H). With Y = L Sigma R^H, the
+    perturbed SVD converges to u_z = L, v_z = V_z R (or the mirror), and dS there is Sigma >= 0;
+    the null columns sit at the end, so the j-th null column takes the j-th singular triplet
+    of Y. ok is False (and nothing changes) where a null value does not split, i.e. Y has fewer
+    than the number of null values nonzero singular values: the vectors are not selected then.
+    """
+    m, k = U.shape[-2:]
+    n = Vh.shape[-1]
+    keep = ~null
+    r = jnp.sum(keep, axis=-1)
+    kf = keep.astype(U.dtype)
+    nf = null.astype(U.dtype)
+    idx = jnp.clip(jnp.broadcast_to(jnp.arange(k), null.shape) - r[..., None], 0, k - 1)
+    if m >= n:
+        X = dA @ _H(Vh)  # (m, k)
+        Uk = U * kf[..., None, :]
+        Y = (X - Uk @ (_H(Uk) @ X)) * nf[..., None, :]
+        L, sig, Rh = jnp.linalg.svd(Y, full_matrices=False)
+        Lg = jnp.take_along_axis(L, idx[..., None, :], axis=-1)
+        Rg = jnp.take_along_axis(_H(Rh), idx[..., None, :], axis=-1)  # (k, k) columns
+        U_new = jnp.where(null[..., None, :], Lg, U)
+        Vh_new = jnp.where(null[..., :, None], _H(Rg) @ Vh, Vh)
+    else:
+        Z = U.conj().swapaxes(-1, -2) @ dA  # (k, n)
+        Vk = Vh * kf[..., :, None]
+        Y = (Z - (Z @ _H(Vk)) @ Vk) * nf[..., :, None]
+        L, sig, Rh = jnp.linalg.svd(Y, full_matrices=False)
+        Lg = jnp.take_along_axis(L, idx[..., None, :], axis=-1)
+        Rhg = jnp.take_along_axis(Rh, idx[..., :, None], axis=-2)
+        U_new = jnp.where(null[..., None, :], U @ Lg, U)
+        Vh_new = jnp.where(null[..., :, None], Rhg, Vh)
+    sig_g = jnp.take_along_axis(sig, idx, axis=-1)
+    top = jnp.max(sig, axis=-1, initial=0.0)
+    tiny = 16 * jnp.finfo(sig.dtype).eps * jnp.maximum(top, jnp.finfo(sig.dtype).tiny)
+    ok = jnp.all(jnp.where(null, sig_g > tiny[..., None], True), axis=-1) & jnp.any(null, -1)
+    U_new = jnp.where(ok[..., None, None], U_new, U)
+    Vh_new = jnp.where(ok[..., None, None], Vh_new, Vh)
+    return U_new, Vh_new, ok
