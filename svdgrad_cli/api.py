@@ -13,7 +13,7 @@ reports what the cotangents cannot determine.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -106,6 +106,11 @@ def _is_tracer(x) -> bool:
 
 def _inexact_dtype(*dtypes):
     """The common inexact dtype (integers and bools become the default float), as JAX runs it."""
+    return _inexact_dtype_cached(bool(jax.config.jax_enable_x64), *dtypes)
+
+
+@lru_cache(maxsize=256)
+def _inexact_dtype_cached(x64, *dtypes):
     dt = np.result_type(*[np.dtype(d) for d in dtypes])
     if not np.issubdtype(dt, np.inexact):
         dt = np.result_type(dt, np.float64)
@@ -159,6 +164,19 @@ def _place(x, dtype, dev):
 def _tolerances(eps, degeneracy_tol, rank_tol):
     """The three tolerances as scalars or arrays (None -> -1, "the default"); concrete values
     are checked here, traced ones as they are (a negative traced value means the default)."""
+    if (
+        type(eps) in (float, int)
+        and eps >= 0
+        and (
+            degeneracy_tol is None or (type(degeneracy_tol) in (float, int) and degeneracy_tol >= 0)
+        )
+        and (rank_tol is None or (type(rank_tol) in (float, int) and rank_tol >= 0))
+    ):  # the common case, without NumPy
+        return (
+            float(eps),
+            -1.0 if degeneracy_tol is None else float(degeneracy_tol),
+            -1.0 if rank_tol is None else float(rank_tol),
+        )
     out = []
     for name, v, allow_none in (
         ("eps", eps, False),
