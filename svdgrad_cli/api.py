@@ -369,7 +369,12 @@ def _null_frames(U1, Vh1, P, X, dA, rec):
     null = rec.rank_cut
 
     def rotate():
-        U_new, Vh_new, ok = degenerate.null_basis(U1, Vh1, dA, null)
+        zero, default = jnp.zeros((), rec.s_inv.dtype), -jnp.ones((), rec.s_inv.dtype)
+
+        def thin_svd(Y):
+            return _svd(Y, zero, default, default, False, True)
+
+        U_new, Vh_new, ok = degenerate.null_basis(U1, Vh1, dA, null, thin_svd)
         return (U_new, Vh_new, *thin.project(U_new, Vh_new, dA), ok)
 
     def keep():

@@ -145,7 +145,7 @@ def reverse_ambiguity(s, rec: Reciprocals, M_U, M_V, gS):
 # --------------------------------------------------------------------------- the null space
 
 
-def null_basis(U, Vh, dA, null):
+def null_basis(U, Vh, dA, null, thin_svd=None):
     """U, Vh with their null columns (s = 0 within rank_tol) in the basis dA selects, and ok.
 
     Zero singular values split as t sigma_j(Y), Y the block of dA between the left and right
@@ -155,7 +155,14 @@ def null_basis(U, Vh, dA, null):
     the null columns sit at the end, so the j-th null column takes the j-th singular triplet
     of Y. ok is False (and nothing changes) where a null value does not split, i.e. Y has fewer
     than the number of null values nonzero singular values: the vectors are not selected then.
+    thin_svd(Y) -> (L, sigma, Rh): pass one whose derivative is finite at repeated and zero
+    values (svdgrad's own), so that differentiating through an unselected branch gives no NaN.
     """
+    if thin_svd is None:
+
+        def thin_svd(Y):
+            return jnp.linalg.svd(Y, full_matrices=False)
+
     m, k = U.shape[-2:]
     n = Vh.shape[-1]
     keep = ~null
@@ -167,7 +174,7 @@ def null_basis(U, Vh, dA, null):
         X = dA @ _H(Vh)  # (m, k)
         Uk = U * kf[..., None, :]
         Y = (X - Uk @ (_H(Uk) @ X)) * nf[..., None, :]
-        L, sig, Rh = jnp.linalg.svd(Y, full_matrices=False)
+        L, sig, Rh = thin_svd(Y)
         Lg = jnp.take_along_axis(L, idx[..., None, :], axis=-1)
         Rg = jnp.take_along_axis(_H(Rh), idx[..., None, :], axis=-1)  # (k, k) columns
         U_new = jnp.where(null[..., None, :], Lg, U)
@@ -176,7 +183,7 @@ def null_basis(U, Vh, dA, null):
         Z = U.conj().swapaxes(-1, -2) @ dA  # (k, n)
         Vk = Vh * kf[..., :, None]
         Y = (Z - (Z @ _H(Vk)) @ Vk) * nf[..., :, None]
-        L, sig, Rh = jnp.linalg.svd(Y, full_matrices=False)
+        L, sig, Rh = thin_svd(Y)
         Lg = jnp.take_along_axis(L, idx[..., None, :], axis=-1)
         Rhg = jnp.take_along_axis(Rh, idx[..., :, None], axis=-2)
         U_new = jnp.where(null[..., None, :], U @ Lg, U)
