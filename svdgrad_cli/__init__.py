@@ -25,6 +25,7 @@ _LAZY = {
     "factor_tolerance",
     "CONVENTIONS",
 }
+_LAZY_TRUNCATED = {"truncated_svd", "TruncatedSVDResult"}
 
 
 def __getattr__(name):
@@ -33,11 +34,15 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name in _LAZY_TRUNCATED:
+        from . import truncated
+
+        return getattr(truncated, name)
     raise AttributeError(f"module 'svdgrad_cli' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | _LAZY | _LAZY_TRUNCATED)
 
 
-__all__ = sorted(_LAZY | {"__version__"})
+__all__ = sorted(_LAZY | _LAZY_TRUNCATED | {"__version__"})

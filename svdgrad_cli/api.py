@@ -55,6 +55,11 @@ class Diagnostics(NamedTuple):
         singular vectors of the null space (or on the extra columns of a full SVD), or a
         cotangent on a zero singular value. factor_residual: for given factors, the larger of
         ||A - U S Vh|| / ||A|| and the departure from unitarity (max abs).
+    With rank= (truncated SVD): cut_gap, (s_R - s_{R+1}) / s_R (the Ritz estimate of s_{R+1}
+        for the iterative solver); cut_degenerate, whether the cut lies inside a degenerate
+        pair (no derivative exists); solver_iterations and solver_residual of the conjugate
+        gradients (relative); range_iterations and range_residual of the top-triplet
+        iteration (max ||A v_i - s_i u_i|| / s_1). Zero without rank=.
     """
 
     S: jax.Array
@@ -72,6 +77,12 @@ class Diagnostics(NamedTuple):
     spectrum_relative: jax.Array
     null_space_relative: jax.Array
     factor_residual: jax.Array
+    cut_gap: jax.Array
+    cut_degenerate: jax.Array
+    solver_iterations: jax.Array
+    solver_residual: jax.Array
+    range_iterations: jax.Array
+    range_residual: jax.Array
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +245,8 @@ def svd(
     eps=0.0,
     degeneracy_tol=None,
     rank_tol=None,
+    rank=None,
+    solver="auto",
 ):
     """Singular value decomposition a = U diag(S) Vh, differentiable in every case.
 
@@ -266,7 +279,24 @@ def svd(
     U f(S) Vh with f' != 0 on the block (A itself, A A^H A) and second derivatives of
     spectral losses whose gradient is such a function (sum s_i^2, log det). svd_vjp with
     return_info=True reports whether a given cotangent is affected.
+
+    rank : None (default), or R: the top R singular triplets, U (..., m, R), S (..., R),
+        Vh (..., R, n), with full_matrices=False; their derivatives include the coupling to
+        the discarded spectrum (see svdgrad_cli.truncated_svd, which also returns the
+        truncation error). solver : "auto" (default), "dense" or "iterative", with rank only.
     """
+    if rank is not None:
+        if full_matrices:
+            raise ValueError(
+                "rank= gives the top rank singular triplets, a thin result: pass "
+                "full_matrices=False with rank="
+            )
+        from .truncated import truncated_svd
+
+        out = truncated_svd(
+            a, rank, solver=solver, eps=eps, degeneracy_tol=degeneracy_tol, rank_tol=rank_tol
+        )
+        return SVDResult(out.U, out.S, out.Vh) if compute_uv else out.S
     a = _array(a, "a")
     _check_matrix(a, "a")
     dtype = _inexact_dtype(a.dtype)
@@ -311,6 +341,12 @@ def _base_info(s, rec, eps):
         spectrum_relative=z,
         null_space_relative=z,
         factor_residual=z,
+        cut_gap=z,
+        cut_degenerate=jnp.zeros((), bool),
+        solver_iterations=jnp.zeros((), jnp.int32),
+        solver_residual=z,
+        range_iterations=jnp.zeros((), jnp.int32),
+        range_residual=z,
     )
 
 
@@ -441,6 +477,8 @@ def svd_jvp(
     rank_tol=None,
     device=None,
     return_info: bool = False,
+    rank=None,
+    solver="auto",
 ):
     """Forward-mode derivative (JVP) of A = U diag(S) Vh, with degenerate perturbation theory.
 
@@ -456,6 +494,10 @@ def svd_jvp(
     device : None (default: where the data is, JAX's default device for NumPy input), "cpu",
         "gpu", "auto" or a jax.Device.
     return_info : also return a :class:`Diagnostics`.
+    rank, solver : the truncated SVD of the top rank triplets (see truncated_svd): returns
+        ``(U, S, Vh, err), (dU, dS, dVh, derr)`` (``(S, err), (dS, derr)`` with
+        compute_uv=False), err the truncation error ||A - U S Vh||_F and derr its tangent.
+        With rank, A is broadcast to the tangents' batch shape (one SVD per tangent).
 
     Returns
     -------
@@ -485,6 +527,23 @@ def svd_jvp(
     dev = resolve_device(device)
     dtype = _inexact_dtype(A.dtype, dA.dtype)
     A, dA = _place(A, dtype, dev), _place(dA, dtype, dev)
+    if rank is not None:
+        from . import truncated
+
+        if full_matrices and compute_uv:
+            raise ValueError("rank= gives a thin result: pass full_matrices=False with rank=")
+        m, n = A.shape[-2:]
+        rank = truncated.check_rank(rank, m, n)
+        return truncated.jvp_jit(
+            A,
+            dA,
+            *tols,
+            rank=rank,
+            solver=truncated.resolve_solver(solver, m, n, rank),
+            opts=truncated.Options(),
+            compute_uv=bool(compute_uv),
+            with_info=bool(return_info),
+        )
     # the basis may follow the tangent only when every SVD has one tangent of its own
     select = tuple(A.shape[:-2]) == np.broadcast_shapes(A.shape[:-2], dA.shape[:-2])
     return _jvp(
@@ -628,6 +687,9 @@ def svd_vjp(
     rank_tol=None,
     device=None,
     return_info: bool = False,
+    rank=None,
+    solver="auto",
+    gerr=None,
 ):
     """Reverse-mode derivative (VJP) of A = U diag(S) Vh: the cotangent gA of A.
 
@@ -658,6 +720,12 @@ def svd_vjp(
         rounding level, except in the case svd's docstring names (U f(S) Vh with f' != 0 seen
         along a direction that keeps gS equal on the block).
 
+    rank, solver, gerr : the truncated SVD of the top rank triplets (see truncated_svd): gU
+        (..., m, R), gS (..., R), gVh (..., R, n) and gerr (...), the cotangent of the
+        truncation error; factors, if given, are the rank-R triplets (as ``svdgrad svd --rank``
+        writes them). The cotangents couple to the discarded spectrum through the same
+        self-adjoint system as the forward rule.
+
     Returns
     -------
     gA with the broadcast batch shape and A's dtype, or ``(gA, Diagnostics)``.
@@ -667,8 +735,10 @@ def svd_vjp(
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
     tols = _tolerances(eps, degeneracy_tol, rank_tol)
-    if gU is None and gS is None and gVh is None:
-        raise ValueError("svd_vjp needs at least one of gU, gS, gVh")
+    if gU is None and gS is None and gVh is None and gerr is None:
+        raise ValueError("svd_vjp needs at least one of gU, gS, gVh (or gerr with rank=)")
+    if gerr is not None and rank is None:
+        raise ValueError("gerr is the cotangent of the truncation error: it needs rank=")
     if not compute_uv and (gU is not None or gVh is not None):
         raise ValueError("with compute_uv=False only gS is accepted (U and Vh are not outputs)")
     dev = resolve_device(device)
@@ -676,9 +746,16 @@ def svd_vjp(
     _check_matrix(A, "A")
     m, n = A.shape[-2:]
     k = min(m, n)
+    if rank is not None:
+        from . import truncated
+
+        if full_matrices and compute_uv:
+            raise ValueError("rank= gives a thin result: pass full_matrices=False with rank=")
+        k = rank = truncated.check_rank(rank, m, n)
     if factors is not None:
-        factors = _check_factors(A, factors, compute_uv)
-        full_matrices = factors[0].shape[-1] == m if m > n else factors[2].shape[-2] == n
+        factors = _check_factors(A, factors, compute_uv, k, rank is not None)
+        if rank is None:
+            full_matrices = factors[0].shape[-1] == m if m > n else factors[2].shape[-2] == n
     ku, kv = (m, n) if (full_matrices and compute_uv) else (k, k)
     cots = {}
     for name, g, shape in (("gU", gU, (m, ku)), ("gS", gS, (k,)), ("gVh", gVh, (kv, n))):
@@ -691,19 +768,47 @@ def svd_vjp(
     cots = {name: _place(g, _inexact_dtype(g.dtype), dev) for name, g in cots.items()}
     if factors is not None:
         factors = tuple(_place(f, _inexact_dtype(f.dtype), dev) for f in factors)
-    out = _vjp(
-        A,
-        factors,
-        cots.get("gU"),
-        cots.get("gS"),
-        cots.get("gVh"),
-        *tols,
-        full_matrices=bool(full_matrices),
-        compute_uv=bool(compute_uv),
-        convention=convention,
-        with_info=bool(return_info) or factors is not None,
-        given=factors is not None,
-    )
+    if rank is not None:
+        if gerr is not None:
+            gerr = _array(gerr, "gerr")
+            if not _is_tracer(gerr) and np.iscomplexobj(np.empty(0, gerr.dtype)):
+                raise ValueError("gerr must be real: the truncation error is real")
+            try:
+                np.broadcast_shapes(A.shape[:-2], gerr.shape)
+            except ValueError:
+                raise ValueError(
+                    f"gerr has shape {gerr.shape}; it must broadcast with A's batch {A.shape[:-2]}"
+                ) from None
+            gerr = _place(gerr, _inexact_dtype(gerr.dtype), dev)
+        out = truncated.vjp_jit(
+            A,
+            factors,
+            cots.get("gU"),
+            cots.get("gS"),
+            cots.get("gVh"),
+            gerr,
+            *tols,
+            rank=rank,
+            solver=truncated.resolve_solver(solver, m, n, rank),
+            opts=truncated.Options(),
+            convention=convention,
+            with_info=bool(return_info) or factors is not None,
+            given=factors is not None,
+        )
+    else:
+        out = _vjp(
+            A,
+            factors,
+            cots.get("gU"),
+            cots.get("gS"),
+            cots.get("gVh"),
+            *tols,
+            full_matrices=bool(full_matrices),
+            compute_uv=bool(compute_uv),
+            convention=convention,
+            with_info=bool(return_info) or factors is not None,
+            given=factors is not None,
+        )
     if factors is None:
         return out
     gA, info = out
@@ -719,14 +824,21 @@ def svd_vjp(
     return (gA, info) if return_info else gA
 
 
-def _check_factors(A, factors, compute_uv):
+def _check_factors(A, factors, compute_uv, k=None, truncated=False):
     try:
         U, S, Vh = factors
     except (TypeError, ValueError):
         raise ValueError("factors must be a tuple (U, S, Vh)") from None
     U, S, Vh = _array(U, "factors U"), _array(S, "factors S"), _array(Vh, "factors Vh")
     m, n = A.shape[-2:]
-    k = min(m, n)
+    k = min(m, n) if k is None else k
+    if truncated:
+        if S.ndim < 1 or S.shape[-1] != k or U.shape[-2:] != (m, k) or Vh.shape[-2:] != (k, n):
+            raise ValueError(
+                f"factors of rank {k} must have shapes (..., {m}, {k}), (..., {k}) and "
+                f"(..., {k}, {n}); got {U.shape}, {S.shape} and {Vh.shape}"
+            )
+        return U, S, Vh
     if S.ndim < 1 or S.shape[-1] != k:
         raise ValueError(f"factors: S must have shape (..., {k}) for A of shape {A.shape}")
     if U.ndim < 2 or U.shape[-2] != m or U.shape[-1] not in (k, m):

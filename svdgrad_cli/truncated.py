@@ -1,0 +1,516 @@
+"""Truncated SVD: the top R singular triplets and the truncation error, differentiable exactly.
+
+``truncated_svd(a, rank)`` returns ``TruncatedSVDResult(U, S, Vh, err)``, a jax.custom_jvp whose
+rule couples the kept triplets to the discarded spectrum (see rules/truncated.py), and
+``svd(a, full_matrices=False, rank=R)`` its first three outputs. Two solvers:
+
+- "dense": the full thin SVD, then the closed form of the coupled system; exact for any
+  degeneracy among the discarded values.
+- "iterative": the top R triplets by subspace iteration (products by A and A^H), the coupled
+  system by conjugate gradients (the same products); never forms A_perp or an m x m matrix.
+
+``truncated_jvp`` and ``truncated_vjp`` are the conveniences svd_jvp and svd_vjp call with
+``rank=``; they also return the diagnostics (the gap at the cut, iterations, residuals).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .rules import truncated as tr
+from .rules._common import _H, _Hdot, reciprocals
+
+SOLVERS = ("auto", "dense", "iterative")
+
+#: solver="auto" picks "iterative" when min(m, n) >= AUTO_MIN_SIZE and rank <= min(m, n) / 8
+AUTO_MIN_SIZE = 400
+
+
+class TruncatedSVDResult(NamedTuple):
+    """The top R triplets U (..., m, R), S (..., R), Vh (..., R, n) and err = ||A - U S Vh||_F."""
+
+    U: jax.Array
+    S: jax.Array
+    Vh: jax.Array
+    err: jax.Array
+
+
+class Options(NamedTuple):
+    """Static settings of the iterative solver (hashable: part of the compiled program)."""
+
+    tol: float = 0.0  # 0: 32 machine eps (top triplets) and 32 machine eps (CG)
+    maxiter: int = 200
+    oversample: int = 10
+    seed: int = 0
+
+
+def resolve_solver(solver: str, m: int, n: int, rank: int) -> str:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
+    if solver != "auto":
+        return solver
+    k = min(m, n)
+    return "iterative" if k >= AUTO_MIN_SIZE and 8 * rank <= k else "dense"
+
+
+def check_rank(rank, m: int, n: int) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+        raise ValueError(f"rank must be an integer, got {rank!r}")
+    k = min(m, n)
+    if not 1 <= rank <= k:
+        raise ValueError(f"rank must be between 1 and min(m, n) = {k}, got {rank}")
+    return int(rank)
+
+
+# --------------------------------------------------------------------------------------------
+# pieces shared by the primal, the rule and the conveniences
+
+
+def _tol(dtype, opts: Options) -> float:
+    return opts.tol if opts.tol > 0 else 32 * float(np.finfo(np.dtype(dtype)).eps)
+
+
+def _products(a):
+    return (lambda Y: a @ Y), (lambda X: _Hdot(a, X))
+
+
+def _row_sum(fn, m: int, block: int = 1024):
+    """sum over row blocks of fn(start, mask), mask (b,) marking rows counted in this block.
+
+    The last block is shifted back to end at row m (static shapes), and its rows already counted
+    are masked; memory stays bounded by the block.
+    """
+    b = min(block, m)
+    starts = np.arange(0, m, b)
+
+    def body(total, start):
+        s0 = jnp.minimum(start, m - b)
+        mask = (s0 + jnp.arange(b)) >= start
+        return total + fn(s0, mask, b), None
+
+    first = fn(jnp.asarray(0), jnp.ones((b,), bool), b)
+    total, _ = lax.scan(body, first, jnp.asarray(starts[1:], dtype=jnp.int32))
+    return total
+
+
+def _perp_inner(a, U, s, Vh, other=None):
+    """||A_perp||_F^2 (other None) or Re <A_perp, other>, by row blocks of A_perp."""
+    m = a.shape[-2]
+    US = U * s[..., None, :].astype(U.dtype)
+
+    def fn(start, mask, b):
+        rows_a = lax.dynamic_slice_in_dim(a, start, b, axis=-2)
+        rows_p = rows_a - lax.dynamic_slice_in_dim(US, start, b, axis=-2) @ Vh
+        rows_o = rows_p if other is None else lax.dynamic_slice_in_dim(other, start, b, axis=-2)
+        val = jnp.real(jnp.conj(rows_p) * rows_o)
+        return jnp.sum(jnp.where(mask[:, None], val, 0), axis=(-2, -1))
+
+    return _row_sum(fn, m)
+
+
+def _random_start(a, l: int, seed: int):
+    n = a.shape[-1]
+    key = jax.random.PRNGKey(seed)
+    shape = a.shape[:-2] + (n, l)
+    rdt = jnp.finfo(a.dtype).dtype
+    if jnp.issubdtype(a.dtype, jnp.complexfloating):
+        k1, k2 = jax.random.split(key)
+        re = jax.random.normal(k1, shape, rdt)
+        return lax.complex(re, jax.random.normal(k2, shape, rdt)).astype(a.dtype)
+    return jax.random.normal(key, shape, rdt)
+
+
+def _top(a, rank: int, opts: Options):
+    """(U, s, Vh, next_value, iterations, residual) by subspace iteration."""
+    m, n = a.shape[-2:]
+    l = min(min(m, n), rank + max(opts.oversample, rank))
+    matvec, rmatvec = _products(a)
+    return tr.top_triplets(
+        matvec,
+        rmatvec,
+        _random_start(a, l, opts.seed),
+        rank,
+        tol=_tol(a.dtype, opts),
+        maxiter=opts.maxiter,
+    )
+
+
+def _discarded_cut(s_kept, s_next, deg_tol):
+    """Relative gap (s_R - s_{R+1}) / s_R at the cut, and whether it is within deg_tol."""
+    sR = s_kept[..., -1]
+    gap = sR - s_next
+    rel = jnp.where(sR > 0, gap / jnp.where(sR > 0, sR, 1), 0)
+    return rel, gap <= deg_tol
+
+
+# --------------------------------------------------------------------------------------------
+# the custom_jvp
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
+def _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts):
+    """(U, s, Vh, err, aux), aux (..., 3) real: s_{R+1} (or its Ritz estimate), iterations and
+    relative residual of the top-triplet iteration (0 for the dense solver); aux has no
+    derivative."""
+    rdt = jnp.finfo(a.dtype).dtype
+    if solver == "dense":
+        U, s, Vh = jnp.linalg.svd(a, full_matrices=False)
+        nxt = s[..., rank] if rank < s.shape[-1] else jnp.zeros(s.shape[:-1], rdt)
+        aux = jnp.stack([nxt, jnp.zeros_like(nxt), jnp.zeros_like(nxt)], axis=-1)
+        return (
+            U[..., :rank],
+            s[..., :rank],
+            Vh[..., :rank, :],
+            tr.truncation_error(s[..., rank:]),
+            aux,
+        )
+    U, s, Vh, nxt, it, rel = _top(a, rank, opts)
+    err = jnp.sqrt(jnp.maximum(_perp_inner(a, U, s, Vh), 0))
+    aux = jnp.stack(
+        [nxt, jnp.broadcast_to(it.astype(rdt), nxt.shape), jnp.broadcast_to(rel, nxt.shape)], -1
+    )
+    return U, s, Vh, err, aux
+
+
+def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts):
+    """((U, s, Vh, err, aux), (dU, dS, dVh, derr), extras): the truncated rule, either solver.
+
+    extras: dict of cut_gap (relative), cut_degenerate, solver_iterations, solver_residual.
+    """
+    from .api import _svd  # the thin SVD with svdgrad's own rule: differentiable again
+
+    m, n = a.shape[-2:]
+    dtype = a.dtype
+    rdt = jnp.finfo(dtype).dtype
+    matvec, rmatvec = _products(a)
+    if solver == "dense":
+        Uf, sf, Vhf = _svd(a, eps, degeneracy_tol, rank_tol, False, True)
+        U, s, Vh = Uf[..., :rank], sf[..., :rank], Vhf[..., :rank, :]
+        Ud, sd, Vd = Uf[..., rank:], sf[..., rank:], _H(Vhf[..., rank:, :])
+        err = tr.truncation_error(sd)
+        nxt = sf[..., rank] if rank < sf.shape[-1] else jnp.zeros(sf.shape[:-1], rdt)
+        z = jnp.zeros_like(nxt)
+        aux = lax.stop_gradient(jnp.stack([nxt, z, z], axis=-1))
+    else:
+        U, s, Vh, err, aux = _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts)
+    rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
+    gap, degenerate_cut = _discarded_cut(s, aux[..., 0], rec.deg_tol)
+    V = _H(Vh)
+
+    dAV = da @ V
+    P = _Hdot(U, dAV)
+    rU = dAV - U @ P
+    rV = _Hdot(da, U) - V @ _H(P)
+    op = tr.coupled_operator(s, matvec, rmatvec, U, V)
+    if solver == "dense":
+
+        def solve(ru, rv):
+            xy = tr.solve_closed_form(s, ru, rv, Ud, sd, Vd, rec.deg_tol)
+            return xy, (jnp.zeros((), jnp.int32), jnp.zeros((), rdt))
+
+    else:
+        tol = _tol(dtype, opts)
+
+        def solve(ru, rv):
+            x, y, it, res = tr.solve_cg(op, s, ru, rv, U, V, tol=tol, maxiter=opts.maxiter)
+            return (x, y), (it, res)
+
+    (X, Y), (iterations, residual) = tr.linear_solve(op, rU, rV, solve, has_aux=True)
+    Omega_U, Omega_V = tr.kept_omegas(P, rec)
+    dU = U @ Omega_U + X
+    dVh = _H(V @ Omega_V + Y)
+    dS = jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1))
+    if solver == "dense":
+        inner = jnp.sum(sd * jnp.real(jnp.sum(jnp.conj(Ud) * (da @ Vd), axis=-2)), axis=-1)
+    else:
+        inner = _perp_inner(a, U, s, Vh, da)
+    derr = jnp.where(err > 0, inner / jnp.where(err > 0, err, 1), 0)
+    extras = dict(
+        cut_gap=gap,
+        cut_degenerate=degenerate_cut,
+        solver_iterations=iterations,
+        solver_residual=residual,
+    )
+    return (U, s, Vh, err, aux), (dU, dS, dVh, derr), extras
+
+
+@_tsvd.defjvp
+def _tsvd_jvp(rank, solver, opts, primals, tangents):
+    a, eps, degeneracy_tol, rank_tol = primals
+    primal_out, tangent_out, _ = _tangents(
+        a, tangents[0], eps, degeneracy_tol, rank_tol, rank, solver, opts
+    )
+    return primal_out, tangent_out + (jnp.zeros_like(primal_out[4]),)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def _prepare(a, rank, solver, eps, degeneracy_tol, rank_tol, tol, maxiter):
+    from .api import _array, _check_matrix, _inexact_dtype, _tolerances
+
+    a = _array(a, "a")
+    _check_matrix(a, "a")
+    m, n = a.shape[-2:]
+    rank = check_rank(rank, m, n)
+    solver = resolve_solver(solver, m, n, rank)
+    dtype = _inexact_dtype(a.dtype)
+    if a.dtype != dtype:
+        a = a.astype(dtype) if isinstance(a, jax.Array) else jnp.asarray(a, dtype)
+    if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
+        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be a positive number or None (default), got {tol!r}")
+    rdt = jnp.finfo(dtype).dtype
+    tols = tuple(jnp.asarray(t).astype(rdt) for t in _tolerances(eps, degeneracy_tol, rank_tol))
+    opts = Options(tol=float(tol or 0.0), maxiter=int(maxiter))
+    return a, rank, solver, tols, opts
+
+
+def truncated_svd(
+    a,
+    rank,
+    *,
+    solver="auto",
+    eps=0.0,
+    degeneracy_tol=None,
+    rank_tol=None,
+    tol=None,
+    maxiter=200,
+):
+    """The top ``rank`` singular triplets of a and the truncation error, differentiable exactly.
+
+    Returns ``TruncatedSVDResult(U, S, Vh, err)``: U (..., m, R), S (..., R), Vh (..., R, n),
+    err = ||A - U diag(S) Vh||_F (...). The derivatives of all four, in forward and reverse mode
+    and to second order, include the coupling of the kept triplets to the discarded spectrum
+    (the thin rule applied to truncated factors misses it). A cut inside a degenerate pair
+    (s_R = s_{R+1} within degeneracy_tol) has no derivative: results stay finite there, and
+    svd_jvp / svd_vjp with ``rank=`` report it (Diagnostics.cut_degenerate).
+
+    solver : "dense" (full thin SVD and the closed form; exact for any degeneracy among the
+        discarded values), "iterative" (subspace iteration and conjugate gradients with
+        products by A and A^H only; never forms A - U S Vh or an m x m matrix) or "auto"
+        (iterative when min(m, n) >= 400 and rank <= min(m, n) / 8).
+    tol, maxiter : iterative solver: relative residual to reach (default 32 machine eps) and
+        the most iterations of each loop.
+    eps, degeneracy_tol, rank_tol : as in svd.
+    """
+    a, rank, solver, tols, opts = _prepare(
+        a, rank, solver, eps, degeneracy_tol, rank_tol, tol, maxiter
+    )
+    U, s, Vh, err, _ = _tsvd(a, *tols, rank, solver, opts)
+    return TruncatedSVDResult(U, s, Vh, err)
+
+
+def info_fields(extras, aux):
+    """The truncation fields of Diagnostics from the rule's extras and the primal's aux."""
+    rdt = aux.dtype
+    return dict(
+        cut_gap=jnp.min(extras["cut_gap"]) if extras["cut_gap"].size else jnp.zeros((), rdt),
+        cut_degenerate=jnp.any(extras["cut_degenerate"]),
+        solver_iterations=jnp.max(extras["solver_iterations"]).astype(jnp.int32),
+        solver_residual=jnp.max(extras["solver_residual"]).astype(rdt),
+        range_iterations=jnp.max(aux[..., 1]).astype(jnp.int32),
+        range_residual=jnp.max(aux[..., 2]),
+    )
+
+
+def _largest_value(a, U, Vh, iterations=60, seed=1):
+    """Power-iteration estimate of ||A_perp||_2 = s_{R+1} (A_perp = Q_U A Q_V), from products."""
+    n = a.shape[-1]
+    V = _H(Vh)
+    x = _random_start(a, 1, seed)[..., 0]
+    x = x.reshape(a.shape[:-2] + (n, 1))
+
+    def step(x, _):
+        x = x - V @ _Hdot(V, x)
+        y = a @ x
+        y = y - U @ _Hdot(U, y)
+        x = _Hdot(a, y)
+        x = x - V @ _Hdot(V, x)
+        norm = jnp.sqrt(jnp.sum(jnp.abs(x) ** 2, axis=(-2, -1), keepdims=True))
+        return x / jnp.where(norm > 0, norm, 1).astype(x.dtype), None
+
+    x, _ = lax.scan(step, x, None, length=iterations)
+    y = a @ x
+    y = y - U @ _Hdot(U, y)
+    return jnp.sqrt(jnp.sum(jnp.abs(y) ** 2, axis=(-2, -1)))
+
+
+def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank, solver, opts):
+    """Hermitian-pairing cotangent of A from (GU, gS, GVh, gerr) of the top-R triplets and err.
+
+    factors: (U, s, Vh) of rank R the cotangents were taken at, or None (computed here).
+    Returns (GA, extras, aux, (U, s, Vh, err)).
+    """
+    m, n = a.shape[-2:]
+    dtype = a.dtype
+    rdt = jnp.finfo(dtype).dtype
+    matvec, rmatvec = _products(a)
+    Ud = sd = Vd = None
+    if factors is None and solver == "dense":
+        from .api import _svd
+
+        Uf, sf, Vhf = _svd(a, eps, degeneracy_tol, rank_tol, False, True)
+        U, s, Vh = Uf[..., :rank], sf[..., :rank], Vhf[..., :rank, :]
+        Ud, sd, Vd = Uf[..., rank:], sf[..., rank:], _H(Vhf[..., rank:, :])
+        err = tr.truncation_error(sd)
+        nxt = sf[..., rank] if rank < sf.shape[-1] else jnp.zeros(sf.shape[:-1], rdt)
+        z = jnp.zeros_like(nxt)
+        aux = jnp.stack([nxt, z, z], axis=-1)
+    elif factors is None:
+        U, s, Vh, err, aux = _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts)
+    else:
+        U, s, Vh = factors
+        if solver == "dense":  # the discarded triplets: the SVD of A - U S Vh
+            Ud, sd, Vhd = jnp.linalg.svd(a - (U * s[..., None, :].astype(dtype)) @ Vh, False)
+            Vd = _H(Vhd)
+            err = tr.truncation_error(sd)
+            nxt = sd[..., 0]
+        else:
+            err = jnp.sqrt(jnp.maximum(_perp_inner(a, U, s, Vh), 0))
+            nxt = _largest_value(a, U, Vh)
+        z = jnp.zeros_like(nxt)
+        aux = jnp.stack([nxt, z, z], axis=-1)
+    rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
+    gap, degenerate_cut = _discarded_cut(s, aux[..., 0], rec.deg_tol)
+    V = _H(Vh)
+
+    M_U = None if GU is None else _Hdot(U, GU)
+    GV = None if GVh is None else _H(GVh)
+    M_V = None if GV is None else _Hdot(V, GV)
+    G_P = tr.kept_cotangent(M_U, M_V, gS, rec, dtype)
+    zero_U = jnp.zeros(U.shape, dtype) if GU is None else None
+    zero_V = jnp.zeros(V.shape, dtype) if GV is None else None
+    gX = zero_U if GU is None else GU - U @ M_U
+    gY = zero_V if GV is None else GV - V @ M_V
+    op = tr.coupled_operator(s, matvec, rmatvec, U, V)
+    if solver == "dense":
+        X, Y = tr.solve_closed_form(s, gX, gY, Ud, sd, Vd, rec.deg_tol)
+        iterations, residual = jnp.zeros((), jnp.int32), jnp.zeros((), rdt)
+    else:
+        tol = _tol(dtype, opts)
+        X, Y, iterations, residual = tr.solve_cg(op, s, gX, gY, U, V, tol=tol, maxiter=opts.maxiter)
+    GA = (U @ G_P + X) @ Vh + U @ _H(Y) if G_P is not None else X @ Vh + U @ _H(Y)
+    if gerr is not None:
+        perp = a - (U * s[..., None, :].astype(dtype)) @ Vh
+        scale = jnp.where(err > 0, gerr / jnp.where(err > 0, err, 1), 0).astype(dtype)
+        GA = GA + scale[..., None, None] * perp
+    extras = dict(
+        cut_gap=gap,
+        cut_degenerate=degenerate_cut,
+        solver_iterations=iterations,
+        solver_residual=residual,
+    )
+    return GA, extras, aux, (U, s, Vh, err)
+
+
+@partial(jax.jit, static_argnames=("rank", "solver", "opts", "compute_uv", "with_info"))
+def jvp_jit(a, da, eps, degeneracy_tol, rank_tol, *, rank, solver, opts, compute_uv, with_info):
+    from .api import Diagnostics, _base_info
+
+    batch = np.broadcast_shapes(a.shape[:-2], da.shape[:-2])
+    a = jnp.broadcast_to(a, batch + a.shape[-2:])
+    da = jnp.broadcast_to(da, batch + da.shape[-2:])
+    primal, tangent, extras = _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts)
+    (U, s, Vh, err, aux), (dU, dS, dVh, derr) = primal, tangent
+    if compute_uv:
+        out = (U, s, Vh, err), (dU, dS, dVh, derr)
+    else:
+        out = (s, err), (dS, derr)
+    if not with_info:
+        return out
+    m, n = a.shape[-2:]
+    info = _base_info(s, reciprocals(s, m, n, eps, degeneracy_tol, rank_tol), eps)
+    info.update(info_fields(extras, aux))
+    return out + (Diagnostics(**info),)
+
+
+@partial(jax.jit, static_argnames=("rank", "solver", "opts", "convention", "with_info", "given"))
+def vjp_jit(
+    a,
+    factors,
+    gU,
+    gS,
+    gVh,
+    gerr,
+    eps,
+    degeneracy_tol,
+    rank_tol,
+    *,
+    rank,
+    solver,
+    opts,
+    convention,
+    with_info,
+    given,
+):
+    from .api import Diagnostics, _base_info, _factor_residual
+
+    dtype = a.dtype
+    rdt = jnp.finfo(dtype).dtype
+    cplx = jnp.issubdtype(dtype, jnp.complexfloating)
+    shapes = [a.shape[:-2]] + [
+        g.shape[: g.ndim - c] for g, c in ((gU, 2), (gS, 1), (gVh, 2), (gerr, 0)) if g is not None
+    ]
+    batch = np.broadcast_shapes(*shapes)
+
+    def inward(g, core):
+        if g is None:
+            return None
+        g = jnp.broadcast_to(g.astype(dtype), batch + g.shape[g.ndim - core :])
+        return jnp.conj(g) if (cplx and convention == "jax") else g
+
+    a = jnp.broadcast_to(a, batch + a.shape[-2:])
+    GU, GVh = inward(gU, 2), inward(gVh, 2)
+    gS = None if gS is None else jnp.broadcast_to(jnp.real(gS).astype(rdt), batch + gS.shape[-1:])
+    gerr = None if gerr is None else jnp.broadcast_to(jnp.real(gerr).astype(rdt), batch)
+    if given:
+        U, s, Vh = factors
+        factors = (
+            jnp.broadcast_to(U.astype(dtype), batch + U.shape[-2:]),
+            jnp.broadcast_to(s.astype(rdt), batch + s.shape[-1:]),
+            jnp.broadcast_to(Vh.astype(dtype), batch + Vh.shape[-2:]),
+        )
+    GA, extras, aux, (U, s, Vh, err) = vjp_core(
+        a,
+        factors if given else None,
+        GU,
+        gS,
+        GVh,
+        gerr,
+        eps,
+        degeneracy_tol,
+        rank_tol,
+        rank,
+        solver,
+        opts,
+    )
+    if cplx and convention == "jax":
+        GA = jnp.conj(GA)
+    if not with_info:
+        return GA
+    m, n = a.shape[-2:]
+    info = _base_info(s, reciprocals(s, m, n, eps, degeneracy_tol, rank_tol), eps)
+    info.update(info_fields(extras, aux))
+    if given:
+        # the factors must be the top R of an SVD of A: A V = U S and A^H U = V S
+        AV = a @ _H(Vh)
+        res_u = jnp.sqrt(jnp.sum(jnp.abs(AV - U * s[..., None, :].astype(dtype)) ** 2))
+        res_v = jnp.sqrt(
+            jnp.sum(jnp.abs(_Hdot(a, U) - _H(Vh) * s[..., None, :].astype(dtype)) ** 2)
+        )
+        scale = jnp.sqrt(jnp.sum(jnp.abs(a) ** 2))
+        rel = jnp.where(scale > 0, jnp.maximum(res_u, res_v) / jnp.where(scale > 0, scale, 1), 0)
+        info["factor_residual"] = jnp.maximum(
+            rel.astype(rdt),
+            _factor_residual(U @ (s[..., :, None].astype(dtype) * Vh), U, s, Vh, rank),
+        )
+    return GA, Diagnostics(**info)
