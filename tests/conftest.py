@@ -1,65 +1,31 @@
-"""Shared fixtures: x64 on, seeded random arrays, and the one tolerance table of the suite."""
+"""Settings and fixtures for the whole suite: x64 on, strict rank and dtype promotion, a
+private compilation cache, and a seeded generator. Importable helpers are in helpers.py."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 # the command line keeps JAX's compilation cache in the user's cache directory; tests use their
 # own, so that they neither read nor fill a developer's cache
 os.environ.setdefault("SVDGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="svdgrad-test-cache-"))
+
+# `from helpers import ...` works whatever the rootdir and import mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-
-# Relative tolerances keyed by dtype: "ref" against JAX and the identities, "exact" against
-# exact arithmetic or the same formula evaluated another way (rounding level), "fd" against
-# gauge-aligned central finite differences (truncation error of the step).
-TOL = {
-    np.dtype("float64"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
-    np.dtype("complex128"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
-    np.dtype("float32"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
-    np.dtype("complex64"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
-}
-
-# a gauge dependence of this relative size or more must be reported
-GAUGE_DETECTED = 1e-3
-
-
-def tol(dtype, kind="ref"):
-    return TOL[np.dtype(dtype)][kind]
+# implicit rank broadcasting and implicit dtype promotion (float32 + float64 -> float64,
+# real + complex -> complex, ...) raise, so that a mixed-precision slip in the library shows
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
-
-
-def random_matrix(rng, shape, dtype, spread=True):
-    """A random matrix with well separated singular values (1 .. 2 + k, evenly spaced)."""
-    cplx = np.issubdtype(np.dtype(dtype), np.complexfloating)
-    m, n = shape[-2:]
-    k = min(m, n)
-    batch = tuple(shape[:-2])
-
-    def unitary(size):
-        X = rng.standard_normal(batch + (size, size))
-        if cplx:
-            X = X + 1j * rng.standard_normal(batch + (size, size))
-        Q, _ = np.linalg.qr(X)
-        return Q
-
-    s = np.linspace(2.0 + k, 1.0, k) if spread else rng.uniform(1, 2, k)
-    S = np.zeros(batch + (m, n))
-    S[..., np.arange(k), np.arange(k)] = s
-    return (unitary(m) @ S @ unitary(n)).astype(dtype)
-
-
-def randn(rng, shape, dtype):
-    x = rng.standard_normal(shape)
-    if np.issubdtype(np.dtype(dtype), np.complexfloating):
-        x = x + 1j * rng.standard_normal(shape)
-    return x.astype(dtype)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import random_matrix
+from helpers import random_matrix
 
 from svdgrad_cli import api, check
 from svdgrad_cli.check import ALL_CASES, Case, run_checks

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import GAUGE_DETECTED, randn, tol
+from helpers import GAUGE_DETECTED, randn, tol
 
 from svdgrad_cli import svd_jvp, svd_vjp
 from svdgrad_cli.check import rel_error

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import randn, random_matrix, tol
+from helpers import randn, random_matrix, tol
 
 from svdgrad_cli import svd, svd_jvp, svd_vjp
 from svdgrad_cli.check import Case, fd_jvp, rel_error

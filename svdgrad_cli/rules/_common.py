@@ -47,6 +47,23 @@ def _Hdot(X, Y):
     return XH @ Y
 
 
+def lift(x, ndim: int):
+    """x with leading singleton axes up to ndim dimensions.
+
+    When a tangent or cotangent carries more batch dimensions than A (many tangents, one SVD),
+    the arrays built from the SVD are lifted explicitly before they meet it elementwise: the
+    rules rely on no implicit rank promotion (they run under jax_numpy_rank_promotion="raise").
+    """
+    return x.reshape((1,) * (ndim - x.ndim) + x.shape) if x.ndim < ndim else x
+
+
+def diag_matrix(d, dtype):
+    """The diagonal matrices (..., k, k) of dtype with the entries d (..., k) on the diagonal."""
+    k = d.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=dtype), d.shape + (k,))
+    return d.astype(dtype)[..., :, None] * eye
+
+
 def is_complex(x) -> bool:
     return jnp.issubdtype(x.dtype, jnp.complexfloating)
 
@@ -109,7 +126,8 @@ def reciprocals(s, m: int, n: int, eps, degeneracy_tol, rank_tol) -> Reciprocals
     diff = sj - si  # s_j - s_i
     summ = sj + si  # s_j + s_i
     k = s.shape[-1]
-    offdiag = ~jnp.eye(k, dtype=bool)
+    # explicit batch dimensions: no implicit rank promotion (jax_numpy_rank_promotion="raise")
+    offdiag = jnp.broadcast_to(~jnp.eye(k, dtype=bool), diff.shape)
     # a pair lies in the numerical null space when neither value is inside the rank
     pair_kept = keep[..., :, None] | keep[..., None, :]
 

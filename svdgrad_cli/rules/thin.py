@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._common import _H, Reciprocals, _Hdot, is_complex
+from ._common import _H, Reciprocals, _Hdot, diag_matrix, is_complex, lift
 
 
 def _sym_skew(P):
@@ -37,8 +37,8 @@ def _sym_skew(P):
 
 def _phase_diag(X, s_inv):
     """i Im(diag X) / s as a diagonal matrix (zero beyond the numerical rank)."""
-    d = 1j * jnp.imag(jnp.diagonal(X, axis1=-2, axis2=-1)) * s_inv
-    return d[..., :, None] * jnp.eye(X.shape[-1], dtype=X.dtype)
+    d = jnp.imag(jnp.diagonal(X, axis1=-2, axis2=-1)) * lift(s_inv, X.ndim - 1)
+    return diag_matrix(1j * d.astype(X.dtype), X.dtype)
 
 
 def project(U, Vh, dA):
@@ -65,12 +65,13 @@ def thin_jvp_projected(U, s, Vh, P, X, rec: Reciprocals):
     m, n = U.shape[-2], Vh.shape[-1]
     k = s.shape[-1]
     cplx = is_complex(P)
-    s_inv = rec.s_inv.astype(P.dtype)
+    nd = P.ndim  # P may carry more batch dimensions than the SVD (many tangents, one SVD)
+    s_inv = lift(rec.s_inv.astype(P.dtype), nd - 1)
     dS = jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1))
 
     Sym, Skew = _sym_skew(P)
-    Dinv = rec.Dinv.astype(P.dtype)
-    Sinv2 = rec.Sinv2.astype(P.dtype)
+    Dinv = lift(rec.Dinv.astype(P.dtype), nd)
+    Sinv2 = lift(rec.Sinv2.astype(P.dtype), nd)
     Omega_U = Dinv * Sym + Sinv2 * Skew
     Omega_V = Dinv * Sym - Sinv2 * Skew
     if cplx:
@@ -97,16 +98,23 @@ def thin_vjp(U, s, Vh, GU, gS, GVh, rec: Reciprocals, dtype):
     m, n = U.shape[-2], Vh.shape[-1]
     k = s.shape[-1]
     V = _H(Vh)
-    s_inv = rec.s_inv.astype(dtype)
-    Dinv = rec.Dinv.astype(dtype)
-    Sinv2 = rec.Sinv2.astype(dtype)
+    # the cotangents may carry more batch dimensions than the SVD: everything is lifted to the
+    # batch they broadcast to, explicitly
+    present = [(g, core) for g, core in ((GU, 2), (gS, 1), (GVh, 2)) if g is not None]
+    batch = jnp.broadcast_shapes(s.shape[:-1], *[g.shape[: g.ndim - core] for g, core in present])
+    nd = len(batch) + 2
+    GU = None if GU is None else lift(GU, nd)
+    GVh = None if GVh is None else lift(GVh, nd)
+    s_inv = lift(rec.s_inv.astype(dtype), nd - 1)
+    Dinv = lift(rec.Dinv.astype(dtype), nd)
+    Sinv2 = lift(rec.Sinv2.astype(dtype), nd)
 
     # a missing cotangent is zero: its terms are left out, not computed with zeros
     M_U = _Hdot(U, GU) if GU is not None else None
     W = GVh @ V if GVh is not None else None  # M_V = W^H
     M_V = _H(W) if W is not None else None
 
-    G_P = jnp.zeros((k, k), dtype)
+    G_P = jnp.zeros(batch + (k, k), dtype)
     if M_U is not None:
         K_U = M_U - _H(M_U)
         G_P = G_P + 0.5 * (Dinv + Sinv2) * K_U
@@ -116,7 +124,7 @@ def thin_vjp(U, s, Vh, GU, gS, GVh, rec: Reciprocals, dtype):
         K_V = M_V - _H(M_V)
         G_P = G_P + 0.5 * (Dinv - Sinv2) * K_V
     if gS is not None:
-        G_P = G_P + gS.astype(dtype)[..., :, None] * jnp.eye(k, dtype=dtype)
+        G_P = G_P + lift(diag_matrix(gS, dtype), nd)
 
     # GA = U G_P V^H + (GU - U M_U) S^-1 V^H + U S^-1 (GVh - W V^H), grouped so that each tall
     # or wide product happens once.

@@ -1,0 +1,53 @@
+"""Helpers shared by the test modules: seeded random arrays and the one tolerance table.
+
+Fixtures and global settings live in conftest.py; everything importable lives here
+(``from helpers import ...``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Relative tolerances keyed by dtype: "ref" against JAX and the identities, "exact" against
+# exact arithmetic or the same formula evaluated another way (rounding level), "fd" against
+# gauge-aligned central finite differences (truncation error of the step).
+TOL = {
+    np.dtype("float64"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
+    np.dtype("complex128"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
+    np.dtype("float32"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
+    np.dtype("complex64"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
+}
+
+# a gauge dependence of this relative size or more must be reported
+GAUGE_DETECTED = 1e-3
+
+
+def tol(dtype, kind="ref"):
+    return TOL[np.dtype(dtype)][kind]
+
+
+def random_matrix(rng, shape, dtype, spread=True):
+    """A random matrix with well separated singular values (1 .. 2 + k, evenly spaced)."""
+    cplx = np.issubdtype(np.dtype(dtype), np.complexfloating)
+    m, n = shape[-2:]
+    k = min(m, n)
+    batch = tuple(shape[:-2])
+
+    def unitary(size):
+        X = rng.standard_normal(batch + (size, size))
+        if cplx:
+            X = X + 1j * rng.standard_normal(batch + (size, size))
+        Q, _ = np.linalg.qr(X)
+        return Q
+
+    s = np.linspace(2.0 + k, 1.0, k) if spread else rng.uniform(1, 2, k)
+    S = np.zeros(batch + (m, n))
+    S[..., np.arange(k), np.arange(k)] = s
+    return (unitary(m) @ S @ unitary(n)).astype(dtype)
+
+
+def randn(rng, shape, dtype):
+    x = rng.standard_normal(shape)
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        x = x + 1j * rng.standard_normal(shape)
+    return x.astype(dtype)
