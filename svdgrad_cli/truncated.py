@@ -91,10 +91,10 @@ def _row_sum(fn, m: int, block: int = 1024):
 
     def body(total, start):
         s0 = jnp.minimum(start, m - b)
-        mask = (s0 + jnp.arange(b)) >= start
+        mask = (s0 + jnp.arange(b, dtype=jnp.int32)) >= start
         return total + fn(s0, mask, b), None
 
-    first = fn(jnp.asarray(0), jnp.ones((b,), bool), b)
+    first = fn(jnp.zeros((), jnp.int32), jnp.ones((b,), bool), b)
     total, _ = lax.scan(body, first, jnp.asarray(starts[1:], dtype=jnp.int32))
     return total
 

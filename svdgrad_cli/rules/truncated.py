@@ -150,7 +150,9 @@ def solve_cg(op, s, rU, rV, U, V, *, tol, maxiter):
 
     def cond(state):
         it, _, _, _, _, _, _, rr = state
-        return (it < maxiter) & jnp.any(jnp.sqrt(rr) > tol * bnorm_safe)
+        # a singular system (a cut inside a degenerate pair) diverges: stop before overflow
+        running = jnp.sqrt(rr) > tol * bnorm_safe
+        return (it < maxiter) & jnp.any(running) & jnp.all(jnp.isfinite(rr))
 
     def body(state):
         it, x, y, rx, ry, px, py, rr = state
@@ -166,6 +168,8 @@ def solve_cg(op, s, rU, rV, U, V, *, tol, maxiter):
 
     state = (jnp.zeros((), jnp.int32), x0, y0, rx, ry, rx, ry, rr)
     it, x, y, rx, ry, _, _, rr = lax.while_loop(cond, body, state)
+    x = jnp.where(jnp.isfinite(x), x, 0)
+    y = jnp.where(jnp.isfinite(y), y, 0)
     # the true residual of what is returned
     ox, oy = op((x, y))
     res = jnp.sqrt(dot(rU - ox, rV - oy, rU - ox, rV - oy)) / bnorm_safe

@@ -1,0 +1,214 @@
+"""Truncated SVD (rank=R): both solvers against independent references.
+
+References: central finite differences (float64) of gauge-invariant functions of A computed with
+numpy's full SVD (the projectors U U^H and V V^H onto the top R singular subspaces, the best
+rank-R approximation U S Vh, S and the truncation error), the adjoint identity between the two
+modes, and the naive thin rule applied to truncated factors, which must disagree.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from svdgrad_cli import svd, svd_jvp, svd_vjp, truncated_svd
+
+FD_RTOL = 1e-7  # central differences, h = 1e-6: truncation ~h^2, rounding ~1e-16/h
+EXACT = 1e-12
+SOLVERS = ["dense", "iterative"]
+
+
+def _randn(rng, shape, cplx=False):
+    x = rng.standard_normal(shape)
+    return x + 1j * rng.standard_normal(shape) if cplx else x
+
+
+def _H(x):
+    return np.conj(np.swapaxes(x, -1, -2))
+
+
+def _with_values(rng, values, m, n, cplx=False):
+    def orth(k):
+        return np.linalg.qr(_randn(rng, (k, k), cplx))[0]
+
+    S = np.zeros((m, n))
+    S[np.arange(len(values)), np.arange(len(values))] = values
+    return orth(m) @ S @ _H(orth(n))
+
+
+def _invariants(X, R):
+    u, s, vh = np.linalg.svd(X, full_matrices=False)
+    U, V = u[..., :, :R], _H(vh[..., :R, :])
+    return {
+        "UU": U @ _H(U),
+        "VV": V @ _H(V),
+        "A_R": (U * s[..., None, :R]) @ _H(V),
+        "S": s[..., :R],
+        "err": np.sqrt(np.sum(s[..., R:] ** 2, axis=-1)),
+    }
+
+
+def _fd(X, dX, R, h=1e-6):
+    plus, minus = _invariants(X + h * dX, R), _invariants(X - h * dX, R)
+    return {k: (plus[k] - minus[k]) / (2 * h) for k in plus}
+
+
+def _ours(U, S, Vh, dU, dS, dVh, derr):
+    U, S, Vh, dU, dS, dVh = map(np.asarray, (U, S, Vh, dU, dS, dVh))
+    dUU = dU @ _H(U) + U @ _H(dU)
+    dVV = _H(dVh) @ Vh + _H(Vh) @ dVh
+    s = S[..., None, :]
+    dAR = (dU * s) @ Vh + (U * dS[..., None, :]) @ Vh + (U * s) @ dVh
+    return {"UU": dUU, "VV": dVV, "A_R": dAR, "S": dS, "err": np.asarray(derr)}
+
+
+def _rel(x, ref):
+    return float(np.max(np.abs(np.asarray(x) - ref)) / max(np.max(np.abs(ref)), 1e-12))
+
+
+SHAPES = [
+    pytest.param((9, 6), 3, id="tall"),
+    pytest.param((6, 9), 2, id="wide"),
+    pytest.param((7, 7), 4, id="square"),
+    pytest.param((2, 8, 5), 2, id="batched"),
+]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("shape, R", SHAPES)
+def test_jvp_matches_finite_differences_and_vjp_is_its_adjoint(shape, R, cplx, solver):
+    rng = np.random.default_rng(sum(shape) + 7 * R + cplx)
+    A, dA = _randn(rng, shape, cplx), _randn(rng, shape, cplx)
+    (U, S, Vh, err), (dU, dS, dVh, derr), info = svd_jvp(
+        A, dA, rank=R, solver=solver, return_info=True
+    )
+    assert U.shape == shape[:-1] + (R,) and Vh.shape == shape[:-2] + (R, shape[-1])
+    assert _rel(err, _invariants(A, R)["err"]) < EXACT
+    ours, ref = _ours(U, S, Vh, dU, dS, dVh, derr), _fd(A, dA, R)
+    for key in ref:
+        assert _rel(ours[key], ref[key]) < FD_RTOL, key
+    assert not bool(info.cut_degenerate) and float(info.cut_gap) > 0.01
+
+    gU, gVh = _randn(rng, U.shape, cplx), _randn(rng, Vh.shape, cplx)
+    gS, gerr = rng.standard_normal(S.shape), rng.standard_normal(err.shape)
+    gA = np.asarray(svd_vjp(A, gU, gS, gVh, rank=R, solver=solver, gerr=gerr))
+    lhs = np.real(np.sum(gA * dA))
+    rhs = np.real(np.sum(gU * np.asarray(dU))) + np.sum(gS * np.asarray(dS))
+    rhs += np.real(np.sum(gVh * np.asarray(dVh))) + np.sum(gerr * np.asarray(derr))
+    assert abs(lhs - rhs) < EXACT * (abs(lhs) + 1)
+
+
+def test_solvers_agree_and_jax_jvp_of_truncated_svd_is_the_same_rule():
+    rng = np.random.default_rng(1)
+    A, dA = _randn(rng, (20, 12)), _randn(rng, (20, 12))
+    dense = svd_jvp(A, dA, rank=4, solver="dense")
+    it = svd_jvp(A, dA, rank=4, solver="iterative")
+    # the triplets' signs may differ between solvers: compare gauge-invariant products
+    for out in (dense, it):
+        (U, S, Vh, err), (dU, dS, dVh, derr) = out
+        assert _rel(_ours(U, S, Vh, dU, dS, dVh, derr)["A_R"], _fd(A, dA, 4)["A_R"]) < FD_RTOL
+    p, t = jax.jvp(lambda a: truncated_svd(a, 4, solver="dense"), (A,), (dA,))
+    assert _rel(t.err, dense[1][3]) < EXACT and _rel(t.S, dense[1][1]) < EXACT
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_degenerate_discarded_values_are_fine(solver):
+    """diag(5, 4, 3, 1, 1, 1) rotated, R = 3: the top subspace is smooth although the
+    discarded values are equal (where slicing JAX's thin JVP gives NaN)."""
+    rng = np.random.default_rng(2)
+    A = _with_values(rng, [5.0, 4.0, 3.0, 1.0, 1.0, 1.0], 8, 6)
+    dA = _randn(rng, (8, 6))
+    (U, S, Vh, err), (dU, dS, dVh, derr) = svd_jvp(A, dA, rank=3, solver=solver)
+    ours, ref = _ours(U, S, Vh, dU, dS, dVh, derr), _fd(A, dA, 3)
+    for key in ref:
+        assert np.all(np.isfinite(ours[key]))
+        assert _rel(ours[key], ref[key]) < FD_RTOL, key
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_cut_inside_a_degenerate_pair_is_reported(solver):
+    rng = np.random.default_rng(3)
+    A = _with_values(rng, [5.0, 4.0, 3.0, 3.0, 1.0], 7, 5)
+    out = svd_jvp(A, _randn(rng, (7, 5)), rank=3, solver=solver, return_info=True)
+    info = out[2]
+    assert bool(info.cut_degenerate)
+    assert abs(float(info.cut_gap)) < 1e-6
+    for leaf in jax.tree.leaves(out[:2]):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    _, info = svd_vjp(A, gS=np.ones(3), rank=3, solver=solver, return_info=True)
+    assert bool(info.cut_degenerate)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_grad_under_jit_matches_finite_differences_and_the_naive_rule_does_not(solver):
+    """A projector loss on a 9 x 6 matrix, R = 3 (the coupling to the discarded values is what
+    the thin rule applied to truncated factors misses)."""
+    rng = np.random.default_rng(4)
+    A = _randn(rng, (9, 6))
+    B = _randn(rng, (9, 9))
+    B = B + B.T
+
+    def loss(a):
+        U = svd(a, full_matrices=False, rank=3, solver=solver).U
+        return jnp.sum(B * (U @ U.T))
+
+    def loss_np(X):
+        U = np.linalg.svd(X)[0][:, :3]
+        return np.sum(B * (U @ U.T))
+
+    g = np.asarray(jax.jit(jax.grad(loss))(A))
+    dA = _randn(rng, (9, 6))
+    ref = (loss_np(A + 1e-6 * dA) - loss_np(A - 1e-6 * dA)) / 2e-6
+    assert abs(np.sum(g * dA) - ref) < FD_RTOL * max(1.0, abs(ref))
+    # the naive rule: the thin rule on the truncated factors (as if A_perp were zero)
+    U, S, Vh = np.linalg.svd(A, full_matrices=False)
+    A_R = (U[:, :3] * S[:3]) @ Vh[:3]
+    gU = 2 * B @ U[:, :3]
+    naive = np.asarray(svd_vjp(A_R, gU, rank=3, factors=(U[:, :3], S[:3], Vh[:3])))
+    assert abs(np.sum(naive * dA) - ref) > 1e-2 * abs(ref)
+
+
+def test_second_order_through_the_truncated_rule():
+    """The Hessian-vector product of the truncation error squared: err^2 = ||A||^2 - sum_R s_i^2,
+    so its gradient is 2 A_perp and the HVP is 2 (dA - d(U S Vh)): compared with FD."""
+    rng = np.random.default_rng(5)
+    A, V = _randn(rng, (8, 6)), _randn(rng, (8, 6))
+
+    def f(a):
+        return truncated_svd(a, 2, solver="dense").err ** 2
+
+    grad = jax.grad(f)
+    hvp = np.asarray(jax.jvp(grad, (A,), (V,))[1])
+    fd = (np.asarray(grad(A + 1e-6 * V)) - np.asarray(grad(A - 1e-6 * V))) / 2e-6
+    assert _rel(hvp, fd) < 1e-6
+    assert _rel(np.asarray(grad(A)), 2 * (A - _invariants(A, 2)["A_R"])) < EXACT
+
+
+def test_bad_ranks_and_options():
+    A = np.ones((4, 3))
+    for bad in (0, 4, -1, 2.5, True):
+        with pytest.raises(ValueError, match="rank must"):
+            svd(A, full_matrices=False, rank=bad)
+    with pytest.raises(ValueError, match="full_matrices=False"):
+        svd(A, rank=2)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        svd(A, full_matrices=False, rank=2, solver="magic")
+    with pytest.raises(ValueError, match="gerr"):
+        svd_vjp(A, gS=np.ones(3), gerr=1.0)
+
+
+def test_iterative_never_forms_a_large_square_matrix():
+    """A 200000 x 40 matrix, R = 4: XLA's accounting of the compiled JVP and VJP stays far below
+    one m x m matrix (320 GB) and below a few copies of A (64 MB each)."""
+    A = jax.ShapeDtypeStruct((200000, 40), jnp.float64)
+    gS = jax.ShapeDtypeStruct((4,), jnp.float64)
+    for f, args in (
+        (lambda a: svd_jvp(a, a, rank=4, solver="iterative"), (A,)),
+        (lambda a, g: svd_vjp(a, gS=g, gerr=1.0, rank=4, solver="iterative"), (A, gS)),
+    ):
+        mem = jax.jit(f).lower(*args).compile().memory_analysis()
+        total = mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes
+        assert total < 8 * 200000 * 40 * 8, total
