@@ -25,7 +25,14 @@ _LAZY = {
     "factor_tolerance",
     "CONVENTIONS",
 }
-_LAZY_TRUNCATED = {"truncated_svd", "TruncatedSVDResult"}
+_LAZY_TRUNCATED = {
+    "truncated_svd",
+    "TruncatedSVDResult",
+    "LinearOperator",
+    "LowRank",
+    "operator_jvp",
+    "operator_vjp",
+}
 
 
 def __getattr__(name):

@@ -16,7 +16,7 @@ rule couples the kept triplets to the discarded spectrum (see rules/truncated.py
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -514,3 +514,129 @@ def vjp_jit(
             _factor_residual(U @ (s[..., :, None].astype(dtype) * Vh), U, s, Vh, rank),
         )
     return GA, Diagnostics(**info)
+
+
+# --------------------------------------------------------------------------------------------
+# matrices known only by their products
+
+
+class LinearOperator(NamedTuple):
+    """A matrix known by its products, for the iterative solver: matvec(X) = A X for X (n, p),
+    rmatvec(Y) = A^H Y for Y (m, p), shape (m, n), dtype. Both must be linear and accept
+    blocks of columns (jnp arrays); they may close over arrays of any size."""
+
+    matvec: Any
+    rmatvec: Any
+    shape: tuple
+    dtype: Any
+
+
+class LowRank(NamedTuple):
+    """A matrix as left @ right (left (m, p), right (p, n)); todense() forms it."""
+
+    left: jax.Array
+    right: jax.Array
+
+    def todense(self):
+        return self.left @ self.right
+
+
+def _op_setup(op, rank, tol, maxiter):
+    if not isinstance(op, LinearOperator):
+        raise TypeError("expected a svdgrad_cli.LinearOperator(matvec, rmatvec, shape, dtype)")
+    m, n = (int(d) for d in op.shape)
+    rank = check_rank(rank, m, n)
+    if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
+        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+    dtype = jnp.dtype(op.dtype)
+    opts = Options(tol=float(tol or 0.0), maxiter=int(maxiter))
+    return m, n, rank, dtype, opts
+
+
+def _op_top(op, m, n, rank, dtype, opts):
+    l = min(min(m, n), rank + max(opts.oversample, rank))
+    probe = jax.ShapeDtypeStruct((m, n), dtype)
+    start = _random_start(probe, l, opts.seed)
+    return tr.top_triplets(
+        op.matvec, op.rmatvec, start, rank, tol=_tol(dtype, opts), maxiter=opts.maxiter
+    )
+
+
+def operator_jvp(op, dop, rank, *, tol=None, maxiter=200):
+    """Forward mode for a matrix known by its products (iterative solver only).
+
+    op, dop : LinearOperator of A and of the tangent dA (or dA as an array).
+    Returns ((U, S, Vh), (dU, dS, dVh), info) with info a dict of the solver's iterations and
+    residuals and the Ritz estimate of the gap at the cut. The truncation error needs the
+    whole of A (its Frobenius norm) and is not computed here.
+    """
+    m, n, rank, dtype, opts = _op_setup(op, rank, tol, maxiter)
+    if not isinstance(dop, LinearOperator):
+        dA = jnp.asarray(dop, dtype)
+        dop = LinearOperator(lambda X: dA @ X, lambda Y: _Hdot(dA, Y), (m, n), dtype)
+    U, s, Vh, nxt, it_top, res_top = _op_top(op, m, n, rank, dtype, opts)
+    V = _H(Vh)
+    dAV = dop.matvec(V)
+    P = _Hdot(U, dAV)
+    rU = dAV - U @ P
+    rV = dop.rmatvec(U) - V @ _H(P)
+    op_c = tr.coupled_operator(s, op.matvec, op.rmatvec, U, V)
+    X, Y, it, res = tr.solve_cg(op_c, s, rU, rV, U, V, tol=_tol(dtype, opts), maxiter=maxiter)
+    rec = reciprocals(s, m, n, 0.0, -1.0, -1.0)
+    Omega_U, Omega_V = tr.kept_omegas(P, rec)
+    dU = U @ Omega_U + X
+    dVh = _H(V @ Omega_V + Y)
+    dS = jnp.real(jnp.diagonal(P, axis1=-2, axis2=-1))
+    gap, cut = _discarded_cut(s, nxt, rec.deg_tol)
+    info = dict(
+        cut_gap=gap,
+        cut_degenerate=cut,
+        solver_iterations=it,
+        solver_residual=res,
+        range_iterations=it_top,
+        range_residual=res_top,
+    )
+    return (U, s, Vh), (dU, dS, dVh), info
+
+
+def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None, maxiter=200):
+    """Reverse mode for a matrix known by its products (iterative solver only).
+
+    Hermitian pairing (PyTorch's convention; for real A the same as JAX's). Returns
+    (gA, info) with gA a LowRank (left (m, 2R), right (2R, n)): the gradient of a loss of the
+    top R triplets is U G_P V^H + X V^H + U Y^H, rank at most 2R, so it is never formed.
+    """
+    m, n, rank, dtype, opts = _op_setup(op, rank, tol, maxiter)
+    if gU is None and gS is None and gVh is None:
+        raise ValueError("operator_vjp needs at least one of gU, gS, gVh")
+    if factors is None:
+        U, s, Vh, nxt, it_top, res_top = _op_top(op, m, n, rank, dtype, opts)
+    else:
+        U, s, Vh = (jnp.asarray(f) for f in factors)
+        U, Vh = U.astype(dtype), Vh.astype(dtype)
+        s = s.astype(jnp.finfo(dtype).dtype)
+        nxt, it_top, res_top = jnp.zeros((), s.dtype), jnp.zeros((), jnp.int32), jnp.nan
+    V = _H(Vh)
+    rec = reciprocals(s, m, n, 0.0, -1.0, -1.0)
+    GU = None if gU is None else jnp.asarray(gU, dtype)
+    GV = None if gVh is None else _H(jnp.asarray(gVh, dtype))
+    gS = None if gS is None else jnp.real(jnp.asarray(gS)).astype(s.dtype)
+    M_U = None if GU is None else _Hdot(U, GU)
+    M_V = None if GV is None else _Hdot(V, GV)
+    G_P = tr.kept_cotangent(M_U, M_V, gS, rec, dtype)
+    gX = jnp.zeros(U.shape, dtype) if GU is None else GU - U @ M_U
+    gY = jnp.zeros(V.shape, dtype) if GV is None else GV - V @ M_V
+    op_c = tr.coupled_operator(s, op.matvec, op.rmatvec, U, V)
+    X, Y, it, res = tr.solve_cg(op_c, s, gX, gY, U, V, tol=_tol(dtype, opts), maxiter=maxiter)
+    left = jnp.concatenate([(U @ G_P if G_P is not None else 0) + X, U], axis=-1)
+    right = jnp.concatenate([Vh, _H(Y)], axis=-2)
+    gap, cut = _discarded_cut(s, nxt, rec.deg_tol)
+    info = dict(
+        cut_gap=gap,
+        cut_degenerate=cut,
+        solver_iterations=it,
+        solver_residual=res,
+        range_iterations=it_top,
+        range_residual=res_top,
+    )
+    return LowRank(left, right), info
