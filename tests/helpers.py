@@ -51,3 +51,31 @@ def randn(rng, shape, dtype):
     if np.issubdtype(np.dtype(dtype), np.complexfloating):
         x = x + 1j * rng.standard_normal(shape)
     return x.astype(dtype)
+
+
+def assert_close(actual, expected, dtype, kind="ref", scale=0.0, what=""):
+    """max |actual - expected| <= TOL[dtype][kind] * max(max |expected|, scale), all finite.
+
+    The error is relative to the size of the whole array (not entry by entry), so entries that
+    are zero up to rounding compare as they should; scale sets a floor where the expected array
+    may be small or zero.
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: not finite"
+    size = max(float(np.max(np.abs(expected), initial=0.0)), float(scale))
+    err = float(np.max(np.abs(actual - expected), initial=0.0))
+    bound = tol(dtype, kind) * size
+    assert err <= bound, f"{what}: max error {err:.3e} > {bound:.3e} ({kind}, {np.dtype(dtype)})"
+
+
+def fd_grad(f, x, h=1e-6):
+    """Central finite-difference gradient of a real scalar function of a real float64 array."""
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        g[idx] = (float(f(x + e)) - float(f(x - e))) / (2 * h)
+    return g
