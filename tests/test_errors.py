@@ -60,6 +60,30 @@ def npz_file(d: pathlib.Path):
     np.savez(d / "in.npz", A=A43)
 
 
+def factors(name, A, drop=(), full=False, group=None):
+    """U, S, Vh of A in a .npz file or (group) an .h5 group, less the names in ``drop``."""
+
+    def make(d: pathlib.Path):
+        U, S, Vh = np.linalg.svd(A, full_matrices=full)
+        arrays = {k: v for k, v in (("U", U), ("S", S), ("Vh", Vh)) if k not in drop}
+        if group is None:
+            np.savez(d / name, **arrays)
+            return
+        with h5py.File(d / name, "a") as f:
+            for k, v in arrays.items():
+                f[f"{group}/{k}"] = v
+
+    return make
+
+
+def degenerate_matrix() -> np.ndarray:
+    """Q diag(3, 2, 2, 1) W^T: a block of two equal singular values."""
+    g = np.random.default_rng(12)
+    Q = np.linalg.qr(g.standard_normal((4, 4)))[0]
+    W = np.linalg.qr(g.standard_normal((4, 4)))[0]
+    return Q @ np.diag([3.0, 2.0, 2.0, 1.0]) @ W.T
+
+
 def interrupt(monkeypatch):
     import svdgrad_cli.api as api
 
@@ -76,6 +100,8 @@ def read_only(monkeypatch):
 
 GOOD = [save("A.npy", A43), save("dA.npy", DA43)]
 JVP = ["jvp", "{d}/A.npy", "{d}/dA.npy", "-o", "{d}/out.npz"]
+GS3 = save("gS.npy", rng.standard_normal(3))
+VJP_F = ["vjp", "{d}/A.npy", "--factors", "{d}/f.npz", "--gS", "{d}/gS.npy", "-o", "{d}/out.npz"]
 
 # (id, setup, argv, exit status, substring of stderr, how: "runner" / "sub" / stdin bytes,
 #  monkeypatch)
@@ -334,6 +360,138 @@ CASES = [
         None,
     ),
     ("unknown-only-name", GOOD, JVP + ["--only", "gA"], 2, "unknown output 'gA'", "runner", None),
+    # svd
+    (
+        "svd-nan",
+        [save("A.npy", np.array([[1.0, np.nan], [0, 1]]))],
+        ["svd", "{d}/A.npy", "-o", "{d}/out.npz"],
+        2,
+        "NaN",
+        "runner",
+        None,
+    ),
+    (
+        "svd-npy-output-without-only",
+        GOOD,
+        ["svd", "{d}/A.npy", "-o", "{d}/out.npy"],
+        2,
+        "--only",
+        "runner",
+        None,
+    ),
+    (
+        "svd-values-only-has-no-U",
+        GOOD,
+        ["svd", "{d}/A.npy", "--values-only", "--only", "U", "-o", "{d}/U.npy"],
+        2,
+        "unknown output 'U'",
+        "runner",
+        None,
+    ),
+    # jvp has no cotangents, so no cotangent options
+    ("jvp-convention", GOOD, JVP + ["--convention", "torch"], 2, "--convention", "sub", None),
+    # vjp --factors
+    (
+        "factors-not-of-A",
+        [save("A.npy", A43), GS3, factors("f.npz", DA43)],
+        VJP_F,
+        2,
+        "factors do not factor A: residual",
+        "sub",
+        None,
+    ),
+    (
+        "factors-lack-Vh",
+        [save("A.npy", A43), GS3, factors("f.npz", A43, drop=("Vh",))],
+        VJP_F,
+        2,
+        "holds no Vh",
+        "sub",
+        None,
+    ),
+    (
+        "factors-h5-group-lacks-U",
+        [save("A.npy", A43), GS3, factors("f.h5", A43, drop=("U",), group="/svd")],
+        ["vjp", "{d}/A.npy", "--factors", "{d}/f.h5:/svd", "--gS", "{d}/gS.npy"],
+        2,
+        "holds no U",
+        "runner",
+        None,
+    ),
+    (
+        "factors-h5-no-group",
+        [save("A.npy", A43), GS3, factors("f.h5", A43, group="/svd")],
+        ["vjp", "{d}/A.npy", "--factors", "{d}/f.h5:/nope", "--gS", "{d}/gS.npy"],
+        2,
+        "'/nope' is not a group",
+        "runner",
+        None,
+    ),
+    (
+        "factors-npy",
+        [save("A.npy", A43), GS3],
+        ["vjp", "{d}/A.npy", "--factors", "{d}/A.npy", "--gS", "{d}/gS.npy"],
+        2,
+        "needs a .npz file or PATH.h5",
+        "runner",
+        None,
+    ),
+    (
+        "factors-stdin",
+        [save("A.npy", A43), GS3],
+        ["vjp", "{d}/A.npy", "--factors", "-", "--gS", "{d}/gS.npy"],
+        2,
+        "needs a .npz file",
+        "runner",
+        None,
+    ),
+    ("factors-missing-file", [save("A.npy", A43), GS3], VJP_F, 2, "file not found", "runner", None),
+    (
+        "factors-of-another-shape",
+        [save("A.npy", A43), GS3, factors("f.npz", A43[:3])],
+        VJP_F,
+        2,
+        "U has shape (3, 3), but A of shape (4, 3) needs",
+        "runner",
+        None,
+    ),
+    (
+        "factors-thin-with-full",
+        [save("A.npy", A43), GS3, factors("f.npz", A43)],
+        VJP_F + ["--full"],
+        2,
+        "--full: the --factors are thin",
+        "runner",
+        None,
+    ),
+    (
+        "factors-full-gU-thin",
+        [save("A.npy", A43), save("gU.npy", DA43), factors("f.npz", A43, full=True)],
+        ["vjp", "{d}/A.npy", "--factors", "{d}/f.npz", "--gU", "{d}/gU.npy"],
+        2,
+        "--gU: has shape (4, 3), but the U of the full --factors",
+        "runner",
+        None,
+    ),
+    # cotangents that do not determine the gradient (exit 1, nothing written)
+    (
+        "gauge-gS-split-in-degenerate-block",
+        [save("A.npy", degenerate_matrix()), save("gS.npy", np.array([1.0, 0.3, -0.5, 2.0]))],
+        ["vjp", "{d}/A.npy", "--gS", "{d}/gS.npy", "-o", "{d}/out.npz"],
+        1,
+        "the cotangents do not determine the gradient: gS differs inside a block of equal",
+        "runner",
+        None,
+    ),
+    (
+        "gauge-null-space",
+        [save("A.npy", np.outer([1.0, 2, 3, 4], [1.0, 1, 2])), save("gU.npy", DA43)],
+        ["vjp", "{d}/A.npy", "--gU", "{d}/gU.npy", "-o", "{d}/out.npz"],
+        1,
+        "depends on singular vectors of the null space",
+        "runner",
+        None,
+    ),
 ]
 
 

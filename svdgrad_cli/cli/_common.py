@@ -21,7 +21,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..arrays import InputError, check_single_stdin, describe, read_source, write_results
+from ..arrays import (
+    InputError,
+    check_single_stdin,
+    describe,
+    read_source,
+    source_paths,
+    write_results,
+)
 
 # exit statuses
 EXIT_OK = 0
@@ -271,6 +278,71 @@ def check_trailing_shape(A: np.ndarray, X: np.ndarray, arg: str, expected: tuple
         ) from None
 
 
+FACTOR_NAMES = ("U", "S", "Vh")
+
+
+def factor_sources(spec: str, option: str = "--factors") -> dict[str, str]:
+    """The sources of U, S and Vh inside ``spec``: a .npz file, or an .h5 file or group.
+
+    ``f.npz`` gives ``f.npz:U`` ...; ``out.h5:/jvp`` gives ``out.h5:/jvp/U`` ... (the root group
+    when no group is named). UsageProblem (exit 2) when the form is wrong, the file or group
+    does not exist, or one of the three is missing. Nothing is read yet.
+    """
+    wanted = ", ".join(FACTOR_NAMES)
+    path = source_paths(spec)
+    low = str(path).lower() if path is not None else ""
+    if spec == "-" or path is None or not low.endswith((".npz", ".h5", ".hdf5")):
+        raise UsageProblem(
+            f"{option} '{spec}': needs a .npz file or PATH.h5[:/GROUP] holding {wanted} "
+            "(as 'svdgrad svd -o f.npz' writes them)"
+        )
+    inner = spec[len(str(path)) + 1 :] if len(spec) > len(str(path)) else ""
+    if not path.is_file():
+        raise UsageProblem(f"{option} '{spec}': file not found; check the path")
+    if low.endswith(".npz"):
+        if inner:
+            raise UsageProblem(
+                f"{option} '{spec}': give the .npz file alone; {wanted} are read from it by name"
+            )
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                present = {n[:-4] if n.endswith(".npy") else n for n in zf.namelist()}
+        except Exception as exc:
+            raise InputError(
+                f"{option} '{spec}': not a readable .npz archive ({_one_line(exc, 200)})"
+            ) from None
+        prefix = f"{path}:"
+    else:
+        import h5py
+
+        group = "/" + inner.strip("/") if inner.strip("/") else "/"
+        try:
+            with h5py.File(path, "r") as h5:
+                grp = h5.get(group)
+                if not isinstance(grp, h5py.Group):
+                    raise UsageProblem(
+                        f"{option} '{spec}': '{group}' is not a group in {path}; name the group "
+                        f"that holds {wanted}"
+                    )
+                present = {n for n in FACTOR_NAMES if isinstance(grp.get(n), h5py.Dataset)}
+        except UsageProblem:
+            raise
+        except Exception as exc:
+            raise InputError(
+                f"{option} '{spec}': cannot read as HDF5 ({_one_line(exc, 200)})"
+            ) from None
+        prefix = f"{path}:{group.rstrip('/')}/"
+    missing = [n for n in FACTOR_NAMES if n not in present]
+    if missing:
+        raise UsageProblem(
+            f"{option} '{spec}': holds no {' or '.join(missing)}; it must hold {wanted} "
+            "(as 'svdgrad svd' and 'svdgrad jvp' write them)"
+        )
+    return {n: f"{prefix}{n}" for n in FACTOR_NAMES}
+
+
 # --------------------------------------------------------------------------- JAX set-up
 
 #: Set by ``svdgrad --no-cache``; the environment variable SVDGRAD_NO_CACHE=1 does the same.
@@ -435,3 +507,50 @@ def deliver(
 def gauge_tolerance(dtype: Any) -> float:
     """sqrt(machine eps) of the real type of ``dtype``."""
     return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+
+
+def max_of(info: Mapping[str, Any], key: str) -> float:
+    """The largest entry of an info field (0 when absent)."""
+    return float(np.max(np.asarray(info.get(key, 0.0)), initial=0.0))
+
+
+def gauge_reasons(
+    info: Mapping[str, Any], limit: float, complex_: bool, full: bool = False
+) -> list[str]:
+    """What the cotangents leave undetermined, one phrase per kind above ``limit``, largest
+    first, each with its relative size (from rotation_relative, spectrum_relative and
+    null_space_relative of the Diagnostics)."""
+    degenerate = int(np.asarray(info.get("degenerate_pairs", 0))) > 0
+    if complex_ and not degenerate:
+        rotation = (
+            "the result depends on the arbitrary phase of complex singular pairs",
+            "u_i and v_i times the same phase are an SVD too",
+        )
+    else:
+        rotation = (
+            "the result depends on the basis chosen inside a block of equal singular values"
+            + (" (or on the phase of complex singular pairs)" if complex_ else ""),
+            "any rotation of that basis is an SVD too",
+        )
+    null = int(np.asarray(info.get("rank_cut", 0))) > 0 or not full
+    parts = (
+        ["on singular vectors of the null space (values at or below --rank-tol)"] if null else []
+    )
+    parts += ["on the extra columns of a full SVD"] if full else []
+    null_space = [
+        "the result depends " + " or ".join(parts),
+        "any orthonormal basis of it is an SVD too",
+    ]
+    if null:
+        null_space[0] += ", or gS is nonzero on a zero singular value"
+        null_space[1] += ", and a zero singular value has no derivative"
+    kinds = {
+        "rotation_relative": rotation,
+        "spectrum_relative": (
+            "gS differs inside a block of equal singular values",
+            "the cotangents do not say how the equal values split",
+        ),
+        "null_space_relative": tuple(null_space),
+    }
+    found = sorted(((max_of(info, key), *text) for key, text in kinds.items()), reverse=True)
+    return [f"{head} (relative {size:.1e}): {tail}" for size, head, tail in found if size > limit]

@@ -1,8 +1,8 @@
 """Streaming a stack bigger than memory: read a chunk, compute it as one jitted batch, write it
 straight into the output .h5 datasets.
 
-Used by jvp and vjp when the output is an .h5 file and A is a stack (ndim >= 3): the stack is
-cut along its first axis, every input with the same first axis is read chunk by chunk (.h5
+Used by svd, jvp and vjp when the output is an .h5 file and A is a stack (ndim >= 3): the stack
+is cut along its first axis, every input with the same first axis is read chunk by chunk (.h5
 datasets are sliced, .npy files memory-mapped), and the other inputs, which broadcast, are read
 once. Peak memory is bounded by the chunk size, not by the stack size. The output file appears
 only when every chunk is written (arrays.H5StreamWriter writes to a temporary file and renames).
@@ -283,9 +283,18 @@ def run(
 
 
 def merge_infos(infos: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Totals of the counts and the worst gauge dependence over all chunks."""
+    """Totals of the counts, the worst gauge dependence (of each kind) and the largest
+    degenerate split over all chunks; basis_selected when any chunk selected a basis."""
     out: dict[str, Any] = {}
     for key in ("degenerate_pairs", "rank_cut"):
         out[key] = int(sum(int(i.get(key, 0)) for i in infos))
-    out["gauge_relative"] = max((float(i.get("gauge_relative", 0.0)) for i in infos), default=0.0)
+    for key in (
+        "gauge_relative",
+        "rotation_relative",
+        "spectrum_relative",
+        "null_space_relative",
+        "degenerate_split",
+    ):
+        out[key] = max((c.max_of(i, key) for i in infos), default=0.0)
+    out["basis_selected"] = any(bool(np.any(i.get("basis_selected", False))) for i in infos)
     return out

@@ -11,12 +11,13 @@ from .. import __version__
 from . import _common as c
 from . import check as _check
 from . import jvp as _jvp
+from . import svd as _svd
 from . import vjp as _vjp
 
 app = typer.Typer(
     name="svdgrad",
     help="Derivatives of the singular value decomposition A = U diag(S) Vh, forward (jvp) and "
-    "reverse (vjp) mode, and checks of them (check).\n\n"
+    "reverse (vjp) mode, the factorisation itself (svd), and checks of them (check).\n\n"
     "Arrays are read from PATH.npy, PATH.npz:NAME, PATH.h5:/DATASET or - (a .npy stream on "
     "standard input); leading dimensions are a batch.",
     epilog="[bold]Example[/bold]\n\n  $ svdgrad jvp A.npy dA.npy -o out.npz",
@@ -27,6 +28,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+app.command("svd", epilog=_svd.EPILOG)(_svd.svd)
 app.command("jvp", epilog=_jvp.EPILOG)(_jvp.jvp)
 app.command("vjp", epilog=_vjp.EPILOG)(_vjp.vjp)
 app.command("check", epilog=_check.EPILOG)(_check.check)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from . import _common as c
@@ -45,18 +46,18 @@ def jvp(
     values_only: c.ValuesOnlyOpt = False,
     complex_: c.ComplexOpt = False,
     device: c.DeviceOpt = c.Device.cpu,
-    convention: c.ConventionOpt = c.Convention.jax,
     output: c.OutputOpt = None,
     only: c.OnlyOpt = None,
     eps: c.EpsOpt = 0.0,
     degeneracy_tol: c.DegTolOpt = None,
     rank_tol: c.RankTolOpt = None,
-    allow_gauge_dependence: c.AllowGaugeOpt = False,
     chunk: c.ChunkOpt = None,
 ) -> None:
     """Forward mode: the derivative of A = U diag(S) Vh along the tangent DA.
 
-    Tangents carry no pairing: --convention and --allow-gauge-dependence have no effect here.
+    Where DA splits a block of equal singular values, U and Vh come in the basis DA selects
+    inside the block and dS holds the block's eigenvalues (degenerate perturbation theory), with
+    a warning.
     """
     names = ["S", "dS"] if values_only else ["U", "S", "Vh", "dU", "dS", "dVh"]
     c.check_output_args(output, only, names)
@@ -88,7 +89,9 @@ def jvp(
                 label="jvp",
                 complex_work=complex_,
             )
-        c.tolerance_warnings(_stream.merge_infos(infos), numerics)
+        merged = _stream.merge_infos(infos)
+        c.tolerance_warnings(merged, numerics)
+        degenerate_warning(merged, plan.A.dtype, plan.A.shape, values_only)
         return
     arrays = c.read_inputs([("A", a, False), ("DA", da, False)])
     A, dA = arrays["A"], arrays["DA"]
@@ -99,4 +102,33 @@ def jvp(
     results, info = compute({"A": A, "DA": dA})
     results = c.to_numpy(results)  # waits for the device: all computing is done here
     c.tolerance_warnings(info, numerics)
+    degenerate_warning(info, results["S"].dtype, A.shape, values_only)
     c.deliver(results, output, only, inputs=[a, da])
+
+
+def degenerate_warning(info, dtype, shape, values_only: bool) -> None:
+    """Warn when the tangent splits a block of equal singular values by more than rounding."""
+    split = c.max_of(info, "degenerate_split")
+    m, n = shape[-2:]
+    if not split > 100 * max(m, n) * np.finfo(np.dtype(dtype)).eps:
+        return
+    what = f"the tangent splits a block of equal singular values (relative {split:.1e})"
+    if bool(np.any(np.asarray(info.get("basis_selected", False)))):
+        returned = (
+            ""
+            if values_only
+            else (
+                "U and Vh are returned in the basis the tangent selects inside the block "
+                "(degenerate perturbation theory), and "
+            )
+        )
+        c.warn(
+            f"{what}: {returned}dS there holds the eigenvalues of the Hermitian part of the "
+            "block of U^H dA V, in descending order"
+        )
+    else:
+        c.warn(
+            f"{what}, but the tangents share one SVD of A, so the basis inside the block cannot "
+            "follow each tangent: dS there is the diagonal of U^H dA V in the SVD's own basis; "
+            "repeat A along the batch of DA to select a basis per tangent"
+        )

@@ -18,8 +18,16 @@ EPILOG = """\
 
   $ svdgrad vjp A.npy --gS - --values-only --only gA -o gA.npy < gS.npy
 
-Writes gA (the cotangent of A) and S. A missing cotangent is zero.
+  $ svdgrad svd A.npy -o f.npz
+
+  $ svdgrad vjp A.npy --factors f.npz --gU gU.npy --gS gS.npy -o grad.npz
+
 """
+EPILOG += (
+    "Writes gA (the cotangent of A) and S. A missing cotangent is zero. With --factors the "
+    "cotangents pair with the given U, S, Vh (their signs and phases), whose shapes decide thin"
+    " or full."
+)
 
 
 def _cot(name: str, shape: str) -> object:
@@ -38,10 +46,27 @@ GU_OPT = _cot("gU", "(..., m, k), or (..., m, m) with --full")
 GS_OPT = _cot("gS", "(..., k)")
 GVH_OPT = _cot("gVh", "(..., k, n), or (..., n, n) with --full")
 
-GAUGE_HELP = (
-    "phase of complex singular pairs, basis inside a degenerate block or the extra columns of a "
-    "full SVD"
-)
+FACTORS_OPT = Annotated[
+    str | None,
+    typer.Option(
+        "--factors",
+        metavar="F",
+        show_default=False,
+        help="The U, S, Vh the cotangents were computed from: PATH.npz or PATH.h5[:/GROUP] "
+        "holding datasets U, S and Vh, as 'svdgrad svd' and 'svdgrad jvp' write them (or "
+        "numpy's, torch's: any signs or phases). They must factor A; no SVD is computed. Thin "
+        "or full follows their shapes.",
+    ),
+]
+FULL_OPT = Annotated[
+    bool | None,
+    typer.Option(
+        "--full/--thin",
+        show_default=False,
+        help="Full SVD (U is m x m, Vh is n x n) or thin SVD (k = min(m, n) columns). "
+        "Default: thin, or as the --factors are.",
+    ),
+]
 
 
 @c.guarded
@@ -50,7 +75,8 @@ def vjp(
     gu: GU_OPT = None,  # type: ignore[valid-type]
     gs: GS_OPT = None,  # type: ignore[valid-type]
     gvh: GVH_OPT = None,  # type: ignore[valid-type]
-    full: c.FullOpt = False,
+    factors: FACTORS_OPT = None,
+    full: FULL_OPT = None,
     values_only: c.ValuesOnlyOpt = False,
     complex_: c.ComplexOpt = False,
     device: c.DeviceOpt = c.Device.cpu,
@@ -82,74 +108,140 @@ def vjp(
     c.check_output_args(output, only, names)
     numerics = c.Numerics(eps, degeneracy_tol, rank_tol)
     cots = ("--gU", "--gS", "--gVh")
+    fkeys = [f"--factors {name}" for name in c.FACTOR_NAMES]
+    fsources = c.factor_sources(factors) if factors is not None else {}
+    state: dict = {"full": bool(full), "limit": None, "complex": False}
 
     def prepare(arrays: dict) -> dict:
-        if complex_:
+        given_complex = any(np.iscomplexobj(arrays[k]) for k in fkeys if k in arrays)
+        if complex_ or given_complex:  # complex factors of a real A: compute in complex
             arrays = dict(arrays, A=c.as_complex(arrays["A"]))
         if "--gS" in arrays and np.iscomplexobj(arrays["--gS"]):
             raise c.UsageProblem("--gS: is complex, but S is real; pass a real cotangent")
+        if "--factors S" in arrays and np.iscomplexobj(arrays["--factors S"]):
+            raise c.UsageProblem(
+                f"--factors '{factors}': S is complex, but singular values are real; pass the "
+                "factors of an SVD"
+            )
         return arrays
 
-    def check_shapes(A, get) -> None:
+    def check_factor_shapes(A, get) -> None:
+        """The factors' shapes against A's; sets state["full"] from them."""
         m, n = A.shape[-2:]
         k = min(m, n)
-        ku, kv = (m, n) if full else (k, k)
+        U, S, Vh = (get(key) for key in fkeys)
+        label = f"--factors '{factors}'"
+        for name, X, rows, cols, want in (
+            ("S", S, (), (k,), f"(..., {k})"),
+            ("U", U, (m,), (k, m), f"(..., {m}, {k}) or (..., {m}, {m})"),
+            ("Vh", Vh, (k, n), (n,), f"(..., {k}, {n}) or (..., {n}, {n})"),
+        ):
+            core = len(X.shape) - (2 if rows else 1)
+            if core < 0 or (rows and X.shape[-2] not in rows) or X.shape[-1] not in cols:
+                raise c.UsageProblem(
+                    f"{label}: {name} has shape {tuple(X.shape)}, but A of shape {tuple(A.shape)} "
+                    f"needs {want}; pass the factors of this A"
+                )
+            c.check_trailing_shape(A, X, f"--factors {name}", X.shape[core:], f"the {name}")
+        if m > n:
+            given_full = U.shape[-1] == m
+        elif n > m:
+            given_full = Vh.shape[-2] == n
+        else:
+            given_full = bool(full)  # square: full and thin are the same
+        if full is not None and bool(full) != given_full and not values_only:
+            flag, kind = ("--full", "thin") if full else ("--thin", "full")
+            raise c.UsageProblem(
+                f"{flag}: the --factors are {kind} (U {tuple(U.shape)}, Vh {tuple(Vh.shape)}); "
+                "drop --full/--thin, the factors' shapes decide"
+            )
+        state["full"] = given_full
+
+    def check_shapes(A, get) -> None:
+        if factors is not None:
+            check_factor_shapes(A, get)
+        m, n = A.shape[-2:]
+        k = min(m, n)
+        ku, kv = (m, n) if state["full"] else (k, k)
         expected = {"--gU": (m, ku), "--gS": (k,), "--gVh": (kv, n)}
         for name in cots:
             if get(name) is not None:
-                c.check_trailing_shape(A, get(name), name, expected[name], f"the {name[3:]}")
+                what = f"the {name[3:]}"
+                if factors is not None and name != "--gS":
+                    what += f" of the {'full' if state['full'] else 'thin'} --factors"
+                c.check_trailing_shape(A, get(name), name, expected[name], what)
 
     def compute(arrays: dict):
         from ..api import svd_vjp
 
-        gA, info = svd_vjp(
-            arrays["A"],
-            gU=arrays.get("--gU"),
-            gS=arrays.get("--gS"),
-            gVh=arrays.get("--gVh"),
-            full_matrices=full,
-            compute_uv=not values_only,
-            convention=convention.value,
-            device=dev,
-            return_info=True,
-            **numerics.kwargs(),
-        )
+        given = tuple(arrays[key] for key in fkeys) if factors is not None else None
+        try:
+            gA, info = svd_vjp(
+                arrays["A"],
+                gU=arrays.get("--gU"),
+                gS=arrays.get("--gS"),
+                gVh=arrays.get("--gVh"),
+                factors=given,
+                full_matrices=state["full"],
+                compute_uv=not values_only,
+                convention=convention.value,
+                device=dev,
+                return_info=True,
+                **numerics.kwargs(),
+            )
+        except ValueError as exc:
+            if given is not None and str(exc).startswith("factors"):
+                raise c.UsageProblem(f"--factors '{factors}': {exc}") from None
+            raise
         return {"gA": gA, "S": info.S}, info._asdict()
 
-    limit = None
+    def gauge_problem(info) -> str | None:
+        limit = state["limit"]
+        gauge = c.max_of(info, "gauge_relative")
+        if not gauge > limit:
+            return None
+        reasons = c.gauge_reasons(info, limit, state["complex"], state["full"]) or [
+            f"the result depends on the arbitrary gauge of the singular vectors (relative "
+            f"{gauge:.1e})"
+        ]
+        return "the cotangents do not determine the gradient: " + "; ".join(reasons)
 
     def gauge_check(info) -> None:
-        gauge = float(np.asarray(info.get("gauge_relative", 0.0)))
-        if gauge > limit and not allow_gauge_dependence:
+        problem = None if allow_gauge_dependence else gauge_problem(info)
+        if problem is not None:
             raise c.ComputeProblem(
-                "the cotangents make the result depend on the arbitrary gauge of the singular "
-                f"vectors (relative size {gauge:.1e}): {GAUGE_HELP}. Use a gauge-invariant "
-                "loss, or pass --allow-gauge-dependence to get the transpose of the JVP's "
-                "gauge choice."
+                f"{problem}. Use a gauge-invariant loss, or pass --allow-gauge-dependence to get "
+                "the transpose of the JVP's gauge choice."
             )
 
     def gauge_warning(info) -> None:
-        gauge = float(np.asarray(info.get("gauge_relative", 0.0)))
-        if gauge > limit:
-            c.warn(
-                f"the result depends on the arbitrary gauge of the singular vectors (relative "
-                f"size {gauge:.1e}); it is the transpose of the JVP's gauge choice"
-            )
+        problem = gauge_problem(info)
+        if problem is not None:
+            c.warn(f"{problem}; the result is the transpose of the JVP's gauge choice")
 
     sources = {"A": (a, False), "--gU": (gu, False), "--gS": (gs, True), "--gVh": (gvh, False)}
+    sources.update({key: (fsources[key[10:]], key == "--factors S") for key in fkeys if fsources})
+    inputs = [a, gu, gs, gvh, *fsources.values()]
+
+    def set_dtype(*dtypes) -> None:
+        """Complex work if any is complex; the gauge limit of the least precise (float32
+        factors of a float64 A are only that accurate)."""
+        dtypes = [np.dtype(d) for d in dtypes]
+        state["complex"] = complex_ or any(d.kind == "c" for d in dtypes)
+        state["limit"] = max(c.gauge_tolerance(np.finfo(d).dtype) for d in dtypes)
+
     plan = _stream.open_plan(output, chunk, sources)
     if plan is not None:
         with plan:
             check_shapes(plan.A, plan.get)
-            dtype = np.result_type(plan.A.dtype, np.complex64) if complex_ else plan.A.dtype
-            limit = c.gauge_tolerance(np.finfo(dtype).dtype)
+            set_dtype(plan.A.dtype, *[plan.get(k).dtype for k in fkeys if plan.get(k) is not None])
             dev = c.resolve_device(device)
             infos = _stream.run(
                 plan,
                 chunk=chunk,
                 output=output,
                 only=only,
-                inputs=[a, gu, gs, gvh],
+                inputs=inputs,
                 prepare=prepare,
                 compute=compute,
                 on_info=gauge_check,
@@ -167,7 +259,7 @@ def vjp(
     results, info = compute(arrays)
     results = c.to_numpy(results)  # all computing is done here
     c.tolerance_warnings(info, numerics)
-    limit = c.gauge_tolerance(np.real(results["gA"]).dtype)
+    set_dtype(results["gA"].dtype, *[arrays[k].dtype for k in fkeys if k in arrays])
     gauge_check(info)
     gauge_warning(info)
-    c.deliver(results, output, only, inputs=[a, gu, gs, gvh])
+    c.deliver(results, output, only, inputs=inputs)
