@@ -763,7 +763,9 @@ def svd_vjp(
             g = _array(g, name)
             _check_shape(A, g, name, shape)
             cots[name] = g
-    dtype = _inexact_dtype(A.dtype, *[g.dtype for g in cots.values()])
+    # complex factors of a real A (another solver's complex SVD) make the work complex
+    extra = [factors[0].dtype, factors[2].dtype] if factors is not None else []
+    dtype = _inexact_dtype(A.dtype, *[g.dtype for g in cots.values()], *extra)
     A = _place(A, dtype, dev)
     cots = {name: _place(g, _inexact_dtype(g.dtype), dev) for name, g in cots.items()}
     if factors is not None:
