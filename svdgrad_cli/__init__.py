@@ -35,6 +35,9 @@ _LAZY_TRUNCATED = {
 }
 
 
+from .errors import ArgumentError  # noqa: E402, F401  (light: no JAX)
+
+
 def __getattr__(name):
     # The library pulls in JAX; importing it lazily keeps `svdgrad --help` fast.
     if name in _LAZY:
@@ -52,4 +55,4 @@ def __dir__():
     return sorted(set(globals()) | _LAZY | _LAZY_TRUNCATED)
 
 
-__all__ = sorted(_LAZY | _LAZY_TRUNCATED | {"__version__"})
+__all__ = sorted(_LAZY | _LAZY_TRUNCATED | {"__version__", "ArgumentError"})

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import ArgumentError
 from .rules import degenerate, values
 from .rules import svd as rule
 from .rules._common import _H, default_tolerances, reciprocals
@@ -108,7 +109,7 @@ def resolve_device(device=None):
         return gpus[0]
     if device == "auto":
         return jax.devices()[0]
-    raise ValueError(f"device must be 'cpu', 'gpu', 'auto' or a jax.Device, not {device!r}")
+    raise ArgumentError(f"device must be 'cpu', 'gpu', 'auto' or a jax.Device, not {device!r}")
 
 
 def _is_tracer(x) -> bool:
@@ -139,7 +140,7 @@ def _array(x, name):
 
 def _check_matrix(a, name):
     if a.ndim < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must have shape (..., m, n), got shape {a.shape}; a vector needs a "
             "trailing or leading axis of length 1"
         )
@@ -148,14 +149,14 @@ def _check_matrix(a, name):
 def _check_shape(A, X, name, expected):
     nd = len(expected)
     if X.ndim < nd or tuple(X.shape[X.ndim - nd :]) != tuple(expected):
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must end in shape {tuple(expected)} to match A of shape {A.shape}, "
             f"got shape {X.shape}"
         )
     try:
         np.broadcast_shapes(A.shape[:-2], X.shape[: X.ndim - nd])
     except ValueError:
-        raise ValueError(
+        raise ArgumentError(
             f"batch dimensions of {name} {X.shape[: X.ndim - nd]} do not broadcast "
             f"with those of A {A.shape[:-2]}"
         ) from None
@@ -196,16 +197,16 @@ def _tolerances(eps, degeneracy_tol, rank_tol):
     ):
         if v is None:
             if not allow_none:
-                raise ValueError("eps must be a number >= 0 (0 means exact), not None")
+                raise ArgumentError("eps must be a number >= 0 (0 means exact), not None")
             out.append(-1.0)
             continue
         if not _is_tracer(v):
             arr = np.asarray(v)
             if arr.dtype.kind not in "biuf":
-                raise ValueError(f"{name} must be a real number, got {v!r}")
+                raise ArgumentError(f"{name} must be a real number, got {v!r}")
             if np.any(arr < 0) or np.any(np.isnan(arr)):
                 fix = ">= 0" if not allow_none else ">= 0, or None for the default"
-                raise ValueError(f"{name} must be {fix}, got {v!r}")
+                raise ArgumentError(f"{name} must be {fix}, got {v!r}")
             out.append(float(arr) if arr.ndim == 0 else arr)
         else:
             out.append(v)
@@ -287,7 +288,7 @@ def svd(
     """
     if rank is not None:
         if full_matrices:
-            raise ValueError(
+            raise ArgumentError(
                 "rank= gives the top rank singular triplets, a thin result: pass "
                 "full_matrices=False with rank="
             )
@@ -531,7 +532,7 @@ def svd_jvp(
         from . import truncated
 
         if full_matrices and compute_uv:
-            raise ValueError("rank= gives a thin result: pass full_matrices=False with rank=")
+            raise ArgumentError("rank= gives a thin result: pass full_matrices=False with rank=")
         m, n = A.shape[-2:]
         rank = truncated.check_rank(rank, m, n)
         return truncated.jvp_jit(
@@ -733,14 +734,14 @@ def svd_vjp(
     The VJP is the exact transpose of the rule svd differentiates with, gauge included.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
+        raise ArgumentError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
     tols = _tolerances(eps, degeneracy_tol, rank_tol)
     if gU is None and gS is None and gVh is None and gerr is None:
-        raise ValueError("svd_vjp needs at least one of gU, gS, gVh (or gerr with rank=)")
+        raise ArgumentError("svd_vjp needs at least one of gU, gS, gVh (or gerr with rank=)")
     if gerr is not None and rank is None:
-        raise ValueError("gerr is the cotangent of the truncation error: it needs rank=")
+        raise ArgumentError("gerr is the cotangent of the truncation error: it needs rank=")
     if not compute_uv and (gU is not None or gVh is not None):
-        raise ValueError("with compute_uv=False only gS is accepted (U and Vh are not outputs)")
+        raise ArgumentError("with compute_uv=False only gS is accepted (U and Vh are not outputs)")
     dev = resolve_device(device)
     A = _array(A, "A")
     _check_matrix(A, "A")
@@ -750,7 +751,7 @@ def svd_vjp(
         from . import truncated
 
         if full_matrices and compute_uv:
-            raise ValueError("rank= gives a thin result: pass full_matrices=False with rank=")
+            raise ArgumentError("rank= gives a thin result: pass full_matrices=False with rank=")
         k = rank = truncated.check_rank(rank, m, n)
     if factors is not None:
         factors = _check_factors(A, factors, compute_uv, k, rank is not None)
@@ -774,11 +775,11 @@ def svd_vjp(
         if gerr is not None:
             gerr = _array(gerr, "gerr")
             if not _is_tracer(gerr) and np.iscomplexobj(np.empty(0, gerr.dtype)):
-                raise ValueError("gerr must be real: the truncation error is real")
+                raise ArgumentError("gerr must be real: the truncation error is real")
             try:
                 np.broadcast_shapes(A.shape[:-2], gerr.shape)
             except ValueError:
-                raise ValueError(
+                raise ArgumentError(
                     f"gerr has shape {gerr.shape}; it must broadcast with A's batch {A.shape[:-2]}"
                 ) from None
             gerr = _place(gerr, _inexact_dtype(gerr.dtype), dev)
@@ -819,7 +820,7 @@ def svd_vjp(
         limit = factor_tolerance(np.finfo(np.dtype(A.dtype)).dtype, m, n)
         limit = max(limit, factor_tolerance(np.finfo(np.dtype(factors[0].dtype)).dtype, m, n))
         if not residual <= limit:
-            raise ValueError(
+            raise ArgumentError(
                 f"factors do not factor A: residual {residual:.2e} (||A - U S Vh|| / ||A||, "
                 f"unitarity and ordering) exceeds {limit:.1e}; pass the U, S, Vh of this A"
             )
@@ -830,29 +831,29 @@ def _check_factors(A, factors, compute_uv, k=None, truncated=False):
     try:
         U, S, Vh = factors
     except (TypeError, ValueError):
-        raise ValueError("factors must be a tuple (U, S, Vh)") from None
+        raise ArgumentError("factors must be a tuple (U, S, Vh)") from None
     U, S, Vh = _array(U, "factors U"), _array(S, "factors S"), _array(Vh, "factors Vh")
     m, n = A.shape[-2:]
     k = min(m, n) if k is None else k
     if truncated:
         if S.ndim < 1 or S.shape[-1] != k or U.shape[-2:] != (m, k) or Vh.shape[-2:] != (k, n):
-            raise ValueError(
+            raise ArgumentError(
                 f"factors of rank {k} must have shapes (..., {m}, {k}), (..., {k}) and "
                 f"(..., {k}, {n}); got {U.shape}, {S.shape} and {Vh.shape}"
             )
         return U, S, Vh
     if S.ndim < 1 or S.shape[-1] != k:
-        raise ValueError(f"factors: S must have shape (..., {k}) for A of shape {A.shape}")
+        raise ArgumentError(f"factors: S must have shape (..., {k}) for A of shape {A.shape}")
     if U.ndim < 2 or U.shape[-2] != m or U.shape[-1] not in (k, m):
-        raise ValueError(
+        raise ArgumentError(
             f"factors: U must have shape (..., {m}, {k}) or (..., {m}, {m}), got {U.shape}"
         )
     if Vh.ndim < 2 or Vh.shape[-1] != n or Vh.shape[-2] not in (k, n):
-        raise ValueError(
+        raise ArgumentError(
             f"factors: Vh must have shape (..., {k}, {n}) or (..., {n}, {n}), got {Vh.shape}"
         )
     if np.iscomplexobj(np.empty(0, S.dtype)):
-        raise ValueError("factors: S must be real")
+        raise ArgumentError("factors: S must be real")
     return U, S, Vh
 
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .errors import ArgumentError
 from .rules import truncated as tr
 from .rules._common import _H, _Hdot, reciprocals
 
@@ -52,7 +53,7 @@ class Options(NamedTuple):
 
 def resolve_solver(solver: str, m: int, n: int, rank: int) -> str:
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
+        raise ArgumentError(f"solver must be one of {SOLVERS}, not {solver!r}")
     if solver != "auto":
         return solver
     k = min(m, n)
@@ -61,10 +62,10 @@ def resolve_solver(solver: str, m: int, n: int, rank: int) -> str:
 
 def check_rank(rank, m: int, n: int) -> int:
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-        raise ValueError(f"rank must be an integer, got {rank!r}")
+        raise ArgumentError(f"rank must be an integer, got {rank!r}")
     k = min(m, n)
     if not 1 <= rank <= k:
-        raise ValueError(f"rank must be between 1 and min(m, n) = {k}, got {rank}")
+        raise ArgumentError(f"rank must be between 1 and min(m, n) = {k}, got {rank}")
     return int(rank)
 
 
@@ -265,9 +266,9 @@ def _prepare(a, rank, solver, eps, degeneracy_tol, rank_tol, tol, maxiter):
     if a.dtype != dtype:
         a = a.astype(dtype) if isinstance(a, jax.Array) else jnp.asarray(a, dtype)
     if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
-        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+        raise ArgumentError(f"maxiter must be a positive integer, got {maxiter!r}")
     if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number or None (default), got {tol!r}")
+        raise ArgumentError(f"tol must be a positive number or None (default), got {tol!r}")
     rdt = jnp.finfo(dtype).dtype
     tols = tuple(jnp.asarray(t).astype(rdt) for t in _tolerances(eps, degeneracy_tol, rank_tol))
     opts = Options(tol=float(tol or 0.0), maxiter=int(maxiter))
@@ -547,7 +548,7 @@ def _op_setup(op, rank, tol, maxiter):
     m, n = (int(d) for d in op.shape)
     rank = check_rank(rank, m, n)
     if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
-        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+        raise ArgumentError(f"maxiter must be a positive integer, got {maxiter!r}")
     dtype = jnp.dtype(op.dtype)
     opts = Options(tol=float(tol or 0.0), maxiter=int(maxiter))
     return m, n, rank, dtype, opts
@@ -608,7 +609,7 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
     """
     m, n, rank, dtype, opts = _op_setup(op, rank, tol, maxiter)
     if gU is None and gS is None and gVh is None:
-        raise ValueError("operator_vjp needs at least one of gU, gS, gVh")
+        raise ArgumentError("operator_vjp needs at least one of gU, gS, gVh")
     if factors is None:
         U, s, Vh, nxt, it_top, res_top = _op_top(op, m, n, rank, dtype, opts)
     else:
