@@ -269,7 +269,8 @@ def svd(
     rank_tol : singular values <= rank_tol are left out of the 1/s terms, as a pseudo-inverse
         does. None: max(S) * max(m, n) * machine eps.
         The tolerances may be traced (no recompilation when they change; a negative traced
-        value means the default); they receive no derivative.
+        value means the default, while a negative concrete value is an error: pass None, not
+        -1, for the default); they receive no derivative.
 
     Degenerate and zero singular values: the rule is linear in the tangent, as a custom_jvp
     must be, so inside a degenerate block it cannot select the basis a tangent picks (svd_jvp
