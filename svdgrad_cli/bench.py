@@ -1,6 +1,12 @@
 """Benchmark harness: svdgrad's JVP and VJP against the SVD alone and against autodiff.
 
-Everything runs in one process. For each shape and case the contenders are
+Two suites (``suite=``): "derivatives" (the default, below) and "transforms" (svdgrad as JAX
+code inside other code: jit(grad) through svdgrad's svd against jnp.linalg.svd, and the
+per-call overhead of svd_jvp/svd_vjp on a small matrix; see :func:`run_transforms`); "all"
+runs both.
+
+Everything runs in one process. For each shape and case of the derivatives suite the
+contenders are
 
     svd          a jitted jnp.linalg.svd(A, full_matrices=...) with U and Vh: the floor that any
                  derivative of the SVD pays (also for the values-only cases, whose derivative
@@ -24,6 +30,9 @@ NotImplementedError) is recorded with status "unsupported", not raised.
 The many-tangents measurement times one svd_jvp call with a batch of T tangents, dA of shape
 (T, m, n) for an A of shape (m, n), against T separate calls with one tangent each (each one
 repeating the SVD).
+
+float64 and complex128 need jax_enable_x64, which the harness checks but does not set (the
+command line sets it); an input JAX would narrow is an error, never a float32 measurement.
 
 Nothing here prints or depends on typer/rich: svdgrad_cli.cli.bench renders the result. JAX is
 imported when a benchmark runs, not when this module is imported.
@@ -63,6 +72,24 @@ JAX_COUNTERPART = {"svdgrad-jvp": "jax-jvp", "svdgrad-vjp": "jax-vjp"}
 
 SCHEMA = "svdgrad-bench/1"
 
+#: What a run measures: the derivatives suite (the table above), the transforms suite (svdgrad's
+#: svd under jit(grad), and the per-call overhead of svd_jvp/svd_vjp on a small matrix), or both.
+SUITES = ("derivatives", "transforms", "all")
+DEFAULT_SUITE = "derivatives"
+DEFAULT_GRAD_SHAPES: tuple[tuple[int, ...], ...] = ((256, 32, 32), (384, 384))
+DEFAULT_OVERHEAD_SHAPE = (32, 32)
+#: The losses differentiated by the transforms suite, B a fixed random array of A's shape.
+LOSSES = {
+    "usv": "sum(Re(U diag(S^2) Vh * B)) of the thin SVD: uses U, S and Vh, gauge-invariant",
+    "s": "sum(S) with compute_uv=False: the nuclear norm",
+}
+#: Goals for svdgrad over JAX (ratio of medians): jit(grad) through svd, and one svd_jvp or
+#: svd_vjp call against a jitted jax.jvp / jax.vjp of jnp.linalg.svd.
+TARGETS = {"grad": 1.10, "overhead": 1.25}
+#: The transforms suite times back-to-back calls in samples of about this many seconds.
+SAMPLE_S = 0.02
+MAX_CALLS_PER_SAMPLE = 1000
+
 
 # --------------------------------------------------------------------------------------------
 # argument parsing (shared with the CLI; raises ValueError with a one-line message)
@@ -85,6 +112,33 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     if not items:
         raise ValueError("no shapes given; use e.g. 256x256,1024x1024")
     return [parse_shape(t) for t in items]
+
+
+def parse_batch_shape(text: str) -> tuple[int, ...]:
+    """'256x32x32' -> (256, 32, 32): a matrix shape MxN with optional leading batch sizes."""
+    parts = text.strip().lower().split("x")
+    if len(parts) < 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(
+            f"shape must look like MxN or BxMxN (e.g. 384x384, 256x32x32), got {text.strip()!r}"
+        )
+    dims = tuple(int(p) for p in parts)
+    if min(dims) < 1:
+        raise ValueError(f"shape dimensions must be positive, got {text.strip()!r}")
+    return dims
+
+
+def parse_batch_shapes(text: str) -> list[tuple[int, ...]]:
+    """'256x32x32,384x384' -> [(256, 32, 32), (384, 384)]."""
+    items = [t for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError("no shapes given; use e.g. 256x32x32,384x384")
+    return [parse_batch_shape(t) for t in items]
+
+
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {', '.join(SUITES)}, got {suite!r}")
+    return suite
 
 
 def parse_cases(text: str | Sequence[str] | None, dtype: str = "float64") -> list[str]:
@@ -141,11 +195,25 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "error", msg
 
 
+def _calls_per_sample(seconds: float, sample_s: float | None) -> int:
+    """How many calls make one sample of about sample_s seconds (1 when sample_s is None)."""
+    if not sample_s or seconds <= 0:
+        return 1
+    return max(1, min(MAX_CALLS_PER_SAMPLE, round(sample_s / seconds)))
+
+
 def _interleaved(
-    contenders: dict[str, Callable[[], object]], repeat: int
+    contenders: dict[str, Callable[[], object]],
+    repeat: int,
+    sample_s: float | None = None,
+    calls: dict[str, int] | None = None,
 ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, tuple[str, str]]]:
-    """Compile (first call), warm up, then time round-robin. Returns compile times, samples,
-    and {name: (status, note)} for contenders that failed."""
+    """Compile (first call), warm up, then time round-robin. Returns compile times, samples
+    (seconds per call), and {name: (status, note)} for contenders that failed.
+
+    With sample_s, one sample is the mean of as many back-to-back calls as fill about sample_s
+    seconds (from the fastest of three calibration calls; each call is still waited for),
+    which resolves calls of tens of microseconds; the counts go into ``calls`` when given."""
     compile_s: dict[str, float] = {}
     failed: dict[str, tuple[str, str]] = {}
     for name, fn in contenders.items():
@@ -157,16 +225,29 @@ def _interleaved(
             continue
         compile_s[name] = time.perf_counter() - t0
     live = [name for name in contenders if name not in failed]
+    number: dict[str, int] = {}
     for name in live:
         contenders[name]()  # warm-up
+        if sample_s:  # calibration: the fastest of three calls
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                contenders[name]()
+                times.append(time.perf_counter() - t0)
+            number[name] = _calls_per_sample(min(times), sample_s)
+        else:
+            number[name] = 1
+    if calls is not None:
+        calls.update(number)
     samples: dict[str, list[float]] = {name: [] for name in live}
     for r in range(repeat):
         order = live[r % len(live) :] + live[: r % len(live)] if live else []
         for name in order:
-            fn = contenders[name]
+            fn, count = contenders[name], number[name]
             t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
+            for _ in range(count):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / count)
     return compile_s, samples, failed
 
 
@@ -174,13 +255,17 @@ def _interleaved(
 # contenders
 
 
-def _jax_contenders(A, dA, gU, gS, gVh, case: Case, dev):
+def _jax_contenders(A, dA, gU, gS, gVh, case: Case, dev, pass_device: bool = True):
+    """The JAX contenders; pass_device=False calls svd_jvp/svd_vjp without device= (the data
+    is in place already: the plain call whose overhead the transforms suite measures)."""
     import jax
     import jax.numpy as jnp
 
     from .api import svd_jvp, svd_vjp
 
     fm, uv = case.full_matrices, case.compute_uv
+    if not pass_device:
+        dev = None
 
     def svd_fn(X):
         out = jnp.linalg.svd(X, full_matrices=fm, compute_uv=uv)
@@ -291,6 +376,39 @@ def _torch_contenders(torch, arrays: dict, case: Case, device: str):
     return {"torch-jvp": run_jvp, "torch-vjp": run_vjp}
 
 
+def _grad_contenders(A, B):
+    """jit(grad(loss)) through svdgrad's svd and through jnp.linalg.svd, for each loss, and
+    the thin SVD alone. Keys: "svd" and "METHOD:LOSS"."""
+    import jax
+    import jax.numpy as jnp
+
+    from .api import svd
+
+    def usv(svd_fn):
+        def loss(X, W):
+            U, S, Vh = svd_fn(X, full_matrices=False)
+            Y = (U * (S * S)[..., None, :].astype(U.dtype)) @ Vh
+            return jnp.sum(jnp.real(Y * W))
+
+        return loss
+
+    def s_only(svd_fn):
+        def loss(X, W):
+            del W  # the same signature as usv's
+            return jnp.sum(svd_fn(X, compute_uv=False))
+
+        return loss
+
+    block = jax.block_until_ready
+    floor = jax.jit(lambda X: jnp.linalg.svd(X, full_matrices=False))
+    out = {"svd": lambda: block(floor(A))}
+    for loss_name, make in (("usv", usv), ("s", s_only)):
+        for method, svd_fn in (("svdgrad", svd), ("jax", jnp.linalg.svd)):
+            g = jax.jit(jax.grad(make(svd_fn)))
+            out[f"{method}:{loss_name}"] = lambda g=g: block(g(A, B))
+    return out
+
+
 def _random(rng, shape, dtype: str):
     x = rng.standard_normal(shape)
     if dtype.startswith("complex"):
@@ -348,33 +466,44 @@ def run_benchmark(
     tangents_shape: tuple[int, int] = DEFAULT_TANGENTS_SHAPE,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    suite: str = DEFAULT_SUITE,
+    grad_shapes: Sequence[tuple[int, ...]] = DEFAULT_GRAD_SHAPES,
+    overhead_shape: tuple[int, int] = DEFAULT_OVERHEAD_SHAPE,
 ) -> dict:
     """Run the benchmark; returns a JSON-serialisable dict.
 
-    Keys: schema, config, machine, results (one row per shape, case and method: shape, case,
-    dtype, method, status "ok"/"unsupported"/"error", note, median_s, min_s, ratio_to_svd,
-    ratio_to_jax (svdgrad rows), compile_s, times_s), many_tangents (None when tangents=0).
-    """
-    import jax
+    Keys: schema, config, machine, results (the derivatives suite, one row per shape, case and
+    method: shape, case, dtype, method, status "ok"/"unsupported"/"error", note, median_s,
+    min_s, ratio_to_svd, ratio_to_jax (svdgrad rows), compile_s, times_s; empty when the suite
+    did not run), many_tangents (None when tangents=0 or the suite did not run), transforms
+    (None unless suite is "transforms" or "all"; see :func:`run_transforms`).
 
+    float64 and complex128 need JAX's 64-bit mode (jax_enable_x64), which this function does
+    not switch on (the command line does); without it, RuntimeError.
+    """
     from .api import resolve_device
 
     check_dtype(dtype)
+    check_suite(suite)
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     if tangents < 0:
         raise ValueError(f"tangents must be >= 0, got {tangents}")
+    _check_precision(dtype)
     case_names = parse_cases(cases, dtype)
     shapes = [tuple(int(d) for d in s) for s in shapes]
+    grad_shapes = [tuple(int(d) for d in s) for s in grad_shapes]
+    overhead_shape = tuple(int(d) for d in overhead_shape)
     dev = resolve_device(device)
-    torch = _torch_module() if use_torch else None
+    derivatives = suite in ("derivatives", "all")
+    torch = _torch_module() if use_torch and derivatives else None
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
 
     results: list[dict] = []
-    for m, n in shapes:
+    for m, n in shapes if derivatives else ():
         k = min(m, n)
         for name in case_names:
             case = Case.parse(name)
@@ -389,10 +518,7 @@ def run_benchmark(
                 ),
                 "gVh": _random(rng, (kv, n), dt) if case.compute_uv else None,
             }
-            on_dev = {
-                key: (None if v is None else jax.device_put(v, dev)) for key, v in host.items()
-            }
-            jax.block_until_ready([v for v in on_dev.values() if v is not None])
+            on_dev = {key: (None if v is None else _put(v, dev)) for key, v in host.items()}
             contenders = _jax_contenders(
                 on_dev["A"], on_dev["dA"], on_dev["gU"], on_dev["gS"], on_dev["gVh"], case, dev
             )
@@ -429,13 +555,26 @@ def run_benchmark(
                 results.append(row)
 
     many = None
-    if tangents:
+    if tangents and derivatives:
         say(f"many tangents: T={tangents} at {tangents_shape[0]}x{tangents_shape[1]}")
         many = _many_tangents(tangents, tuple(tangents_shape), dtype, dev, repeat, rng)
+
+    transforms = None
+    if suite in ("transforms", "all"):
+        transforms = run_transforms(
+            grad_shapes,
+            overhead_shape,
+            dtype=dtype,
+            dev=dev,
+            repeat=repeat,
+            rng=rng,
+            say=say,
+        )
 
     return {
         "schema": SCHEMA,
         "config": {
+            "suite": suite,
             "shapes": [list(s) for s in shapes],
             "dtype": dtype,
             "device": device,
@@ -444,11 +583,182 @@ def run_benchmark(
             "torch": torch is not None,
             "tangents": tangents,
             "tangents_shape": list(tangents_shape),
+            "grad_shapes": [list(s) for s in grad_shapes],
+            "overhead_shape": list(overhead_shape),
             "seed": seed,
         },
         "machine": machine_info(device),
         "results": results,
         "many_tangents": many,
+        "transforms": transforms,
+    }
+
+
+def _check_precision(dtype: str) -> None:
+    import jax
+
+    if dtype in ("float64", "complex128") and not jax.config.jax_enable_x64:
+        raise RuntimeError(
+            f"{dtype} needs JAX's 64-bit mode: jax.config.update('jax_enable_x64', True) "
+            "before the benchmark (svdgrad bench does this)"
+        )
+
+
+def _put(x, dev):
+    """x on dev, waited for; an array whose dtype JAX would change is an error, never a
+    silent float32 measurement."""
+    import jax
+
+    y = jax.block_until_ready(jax.device_put(x, dev))
+    if y.dtype != x.dtype:
+        raise RuntimeError(f"JAX turned {x.dtype} into {y.dtype}; enable jax_enable_x64")
+    return y
+
+
+# --------------------------------------------------------------------------------------------
+# the transforms suite
+
+
+def _transform_row(measure, shape, dtype, variant, method, **fields) -> dict:
+    row = {
+        "measure": measure,
+        "shape": list(shape),
+        "dtype": dtype,
+        "variant": variant,
+        "method": method,
+        "status": "ok",
+        "note": None,
+        "median_s": None,
+        "min_s": None,
+        "ratio_to_svd": None,
+        "ratio_to_jax": None,
+        "min_ratio_to_jax": None,
+        "target": None,
+        "within_target": None,
+        "calls_per_sample": None,
+        "compile_s": None,
+        "times_s": [],
+    }
+    row.update(fields)
+    return row
+
+
+def _rows(measure, shape, dtype, keys, contenders, repeat) -> list[dict]:
+    """Time contenders (interleaved) and turn them into rows; keys maps a contender's name to
+    its (variant, method), variant None for the SVD alone."""
+    calls: dict[str, int] = {}
+    compile_s, samples, failed = _interleaved(contenders, repeat, sample_s=SAMPLE_S, calls=calls)
+    medians = {name: _median(v) for name, v in samples.items()}
+    mins = {name: min(v) if v else None for name, v in samples.items()}
+    by_key = {keys[name]: medians.get(name) for name in contenders}
+    min_by_key = {keys[name]: mins.get(name) for name in contenders}
+    svd_median = by_key.get((None, "svd"))
+    rows = []
+    for name in contenders:
+        variant, method = keys[name]
+        status, note = failed.get(name, ("ok", None))
+        med = medians.get(name)
+        fields = {
+            "status": status,
+            "note": note,
+            "median_s": med,
+            "min_s": mins.get(name),
+            "ratio_to_svd": _ratio(med, svd_median),
+            "calls_per_sample": calls.get(name),
+            "compile_s": compile_s.get(name),
+            "times_s": [float(x) for x in samples.get(name, [])],
+        }
+        if method == "svdgrad":
+            ratio = _ratio(med, by_key.get((variant, "jax")))
+            fields["ratio_to_jax"] = ratio
+            fields["min_ratio_to_jax"] = _ratio(mins.get(name), min_by_key.get((variant, "jax")))
+            fields["target"] = TARGETS[measure]
+            fields["within_target"] = None if ratio is None else bool(ratio <= TARGETS[measure])
+        rows.append(_transform_row(measure, shape, dtype, variant, method, **fields))
+    return rows
+
+
+def run_transforms(
+    grad_shapes: Sequence[tuple[int, ...]] = DEFAULT_GRAD_SHAPES,
+    overhead_shape: tuple[int, int] = DEFAULT_OVERHEAD_SHAPE,
+    *,
+    dtype: str = "float64",
+    dev=None,
+    repeat: int = 5,
+    rng=None,
+    say: Callable[[str], None] | None = None,
+) -> dict:
+    """The transforms suite: svdgrad as JAX code inside other code.
+
+    grad: for each shape (leading dimensions are a batch), jit(grad(loss)) through svdgrad's
+    svd against the same loss through jnp.linalg.svd (LOSSES; thin SVD), beside the thin SVD
+    alone. overhead: one svd_jvp(A, dA) and one svd_vjp(A, gU, gS, gVh) call, as a user makes
+    them on arrays already in place, against a jitted jax.jvp (SVD and tangents) and a jitted
+    jax.vjp (SVD and the pullback applied to the same cotangents) of jnp.linalg.svd with
+    full_matrices=False, beside the jitted SVD alone: at a small shape this is the cost of the
+    Python wrapper and its dispatch. Interleaved, each sample the mean of back-to-back calls
+    (about SAMPLE_S seconds), medians, compile times (the first call) apart.
+
+    Returns {dtype, grad_shapes, overhead_shape, losses, targets, sample_s, rows}; a row has
+    measure ("grad" or "overhead"), shape, dtype, variant (the loss, or "jvp"/"vjp"; None for
+    the SVD alone), method ("svd", "svdgrad", "jax"), status, note, median_s, min_s (seconds
+    per call), ratio_to_svd, ratio_to_jax (of the medians; the target applies to it),
+    min_ratio_to_jax (of the fastest samples, steadier on a busy machine), target and
+    within_target (svdgrad rows), calls_per_sample, compile_s, times_s.
+    """
+    from .api import resolve_device
+
+    check_dtype(dtype)
+    _check_precision(dtype)
+    dev = resolve_device("cpu") if dev is None else resolve_device(dev)
+    rng = np.random.default_rng(0) if rng is None else rng
+    say = say or (lambda msg: None)
+    real = "float32" if dtype in ("float32", "complex64") else "float64"
+
+    rows: list[dict] = []
+    for shape in grad_shapes:
+        shape = tuple(shape)
+        A = _put(_random(rng, shape, dtype), dev)
+        B = _put(_random(rng, shape, dtype), dev)
+        contenders = _grad_contenders(A, B)
+        keys = {name: (None, "svd") for name in contenders if name == "svd"}
+        for name in contenders:
+            if name != "svd":
+                method, loss = name.split(":")
+                keys[name] = (loss, method)
+        say(f"transforms: jit(grad) at {'x'.join(map(str, shape))} ({dtype})")
+        rows += _rows("grad", shape, dtype, keys, contenders, repeat)
+
+    m, n = overhead_shape
+    k = min(m, n)
+    case = Case(False, dtype.startswith("complex"), True)
+    arrays = [
+        _random(rng, (m, n), dtype),
+        _random(rng, (m, n), dtype),
+        _random(rng, (m, k), dtype),
+        _random(rng, (k,), real),
+        _random(rng, (k, n), dtype),
+    ]
+    contenders = _jax_contenders(*[_put(x, dev) for x in arrays], case, dev, pass_device=False)
+    keys = {
+        "svd": (None, "svd"),
+        "svdgrad-jvp": ("jvp", "svdgrad"),
+        "jax-jvp": ("jvp", "jax"),
+        "svdgrad-vjp": ("vjp", "svdgrad"),
+        "jax-vjp": ("vjp", "jax"),
+    }
+    contenders = {name: contenders[name] for name in keys}
+    say(f"transforms: per-call overhead at {m}x{n} ({dtype})")
+    rows += _rows("overhead", (m, n), dtype, keys, contenders, repeat)
+
+    return {
+        "dtype": dtype,
+        "grad_shapes": [list(s) for s in grad_shapes],
+        "overhead_shape": [m, n],
+        "losses": dict(LOSSES),
+        "targets": dict(TARGETS),
+        "sample_s": SAMPLE_S,
+        "rows": rows,
     }
 
 
@@ -459,8 +769,8 @@ def _many_tangents(T: int, shape: tuple[int, int], dtype: str, dev, repeat: int,
 
     m, n = shape
     dt = dtype  # the thin case in the precision and kind that --dtype names
-    A = jax.device_put(_random(rng, (m, n), dt), dev)
-    dAs = jax.device_put(_random(rng, (T, m, n), dt), dev)
+    A = _put(_random(rng, (m, n), dt), dev)
+    dAs = _put(_random(rng, (T, m, n), dt), dev)
     singles = [dAs[i] for i in range(T)]  # sliced beforehand: the loop times svd_jvp only
     jax.block_until_ready((A, dAs, singles))
 
@@ -494,14 +804,23 @@ def _many_tangents(T: int, shape: tuple[int, int], dtype: str, dev, repeat: int,
 
 __all__ = [
     "CASE_NAMES",
+    "DEFAULT_GRAD_SHAPES",
+    "DEFAULT_OVERHEAD_SHAPE",
     "DEFAULT_SHAPES",
     "DTYPES",
+    "LOSSES",
     "METHODS",
+    "SUITES",
+    "TARGETS",
     "case_dtype",
     "check_dtype",
+    "check_suite",
     "machine_info",
+    "parse_batch_shape",
+    "parse_batch_shapes",
     "parse_cases",
     "parse_shape",
     "parse_shapes",
     "run_benchmark",
+    "run_transforms",
 ]

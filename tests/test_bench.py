@@ -9,7 +9,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from svdgrad_cli.bench import METHODS, parse_cases, parse_shapes
+import svdgrad_cli.bench as harness
+from svdgrad_cli.bench import (
+    METHODS,
+    parse_batch_shape,
+    parse_batch_shapes,
+    parse_cases,
+    parse_shapes,
+)
 from svdgrad_cli.cli.bench import bench
 
 JAX_METHODS = ("svd", "svdgrad-jvp", "svdgrad-vjp", "jax-jvp", "jax-vjp")
@@ -24,6 +31,25 @@ ROW_KEYS = {
     "min_s",
     "ratio_to_svd",
     "ratio_to_jax",
+    "compile_s",
+    "times_s",
+}
+TRANSFORM_ROW_KEYS = {
+    "measure",
+    "shape",
+    "dtype",
+    "variant",
+    "method",
+    "status",
+    "note",
+    "median_s",
+    "min_s",
+    "ratio_to_svd",
+    "ratio_to_jax",
+    "min_ratio_to_jax",
+    "target",
+    "within_target",
+    "calls_per_sample",
     "compile_s",
     "times_s",
 }
@@ -65,6 +91,8 @@ def test_json_keys(cli_run):
     assert data["config"]["shapes"] == [[8, 6], [6, 8]]
     assert data["config"]["cases"] == ["thin-real-usv", "full-real-usv"]
     assert data["config"]["torch"] is False
+    assert data["config"]["suite"] == "derivatives"
+    assert data["transforms"] is None
     for key in ("jax_version", "device", "cpu_count"):
         assert data["machine"][key] is not None
     for row in data["results"]:
@@ -93,7 +121,8 @@ def test_ratios_positive_finite(cli_run):
         if row["method"] in ("svdgrad-jvp", "svdgrad-vjp") and row["case"] == "thin-real-usv":
             assert _positive(row["ratio_to_jax"])
     many = data["many_tangents"]
-    assert many["status"] == "ok" and many["tangents"] == 2 and many["shape"] == [8, 6]
+    assert many["status"] == "ok", many["note"]
+    assert many["tangents"] == 2 and many["shape"] == [8, 6]
     for key in ("batched_median_s", "separate_median_s", "ratio", "batched_per_tangent_s"):
         assert _positive(many[key])
 
@@ -138,6 +167,10 @@ def test_json_to_stdout():
         ["--device", "tpu"],
         ["--repeat", "0"],
         ["--tangents-shape", "8"],
+        ["--suite", "grad"],
+        ["--grad-shapes", "32"],
+        ["--grad-shapes", "4x0x3"],
+        ["--overhead-shape", "2x3x3"],
     ],
 )
 def test_bad_options_exit_2(args):
@@ -148,6 +181,10 @@ def test_bad_options_exit_2(args):
 
 def test_parsers():
     assert parse_shapes("256x256, 20000X64") == [(256, 256), (20000, 64)]
+    assert parse_batch_shapes("256x32x32,384x384") == [(256, 32, 32), (384, 384)]
+    assert parse_batch_shape("2x3x4x5") == (2, 3, 4, 5)
+    with pytest.raises(ValueError, match="MxN or BxMxN"):
+        parse_batch_shape("384")
     assert parse_cases(None) == ["thin-real-usv"]
     assert parse_cases(None, "complex128") == ["thin-complex-usv"]
     assert len(parse_cases("all")) == 8
@@ -170,3 +207,126 @@ def test_help_has_example_and_does_not_import_jax():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_calls_per_sample():
+    assert harness._calls_per_sample(0.5, None) == 1
+    assert harness._calls_per_sample(0.5, 0.02) == 1
+    assert harness._calls_per_sample(0.001, 0.02) == 20
+    assert harness._calls_per_sample(1e-9, 0.02) == harness.MAX_CALLS_PER_SAMPLE
+
+
+def test_gpu_when_none_exits_2():
+    import jax
+
+    try:
+        has_gpu = bool(jax.devices("gpu"))
+    except RuntimeError:
+        has_gpu = False
+    if has_gpu:
+        pytest.skip("a GPU is present")
+    result = runner.invoke(_app(), ["bench", "--device", "gpu", "--shapes", "4x4"])
+    assert result.exit_code == 2
+    assert "--device gpu" in result.output
+
+
+def test_float64_without_x64_is_an_error_not_float32():
+    import jax
+
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(RuntimeError, match="jax_enable_x64"):
+            harness.run_benchmark([(4, 4)], repeat=1, tangents=0, use_torch=False)
+        with pytest.raises(RuntimeError, match="jax_enable_x64"):
+            harness.run_transforms([(4, 4)], (4, 4), repeat=1)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+# --------------------------------------------------------------------------------------------
+# --suite transforms
+
+
+@pytest.fixture(scope="module")
+def transforms_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "transforms.json"
+    args = ["bench", "--suite", "transforms", "--grad-shapes", "3x5x4,6x6"]
+    args += ["--overhead-shape", "5x4", "--repeat", "2", "--json", str(path)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(harness, "SAMPLE_S", 0.002)  # short samples: the format is under test
+        result = runner.invoke(_app(), args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(path.read_text())
+
+
+def test_transforms_json(transforms_run):
+    _, data = transforms_run
+    assert data["config"]["suite"] == "transforms"
+    assert data["config"]["grad_shapes"] == [[3, 5, 4], [6, 6]]
+    assert data["config"]["overhead_shape"] == [5, 4]
+    assert data["results"] == [] and data["many_tangents"] is None
+    tr = data["transforms"]
+    assert tr["targets"] == {"grad": 1.10, "overhead": 1.25}
+    assert set(tr["losses"]) == {"usv", "s"}
+    assert tr["dtype"] == "float64"
+    keys = set()
+    for row in tr["rows"]:
+        assert set(row) == TRANSFORM_ROW_KEYS
+        assert row["status"] == "ok", row["note"]
+        assert row["dtype"] == "float64"
+        keys.add((row["measure"], tuple(row["shape"]), row["variant"], row["method"]))
+    expected = set()
+    for shape in ((3, 5, 4), (6, 6)):
+        expected.add(("grad", shape, None, "svd"))
+        for loss in ("usv", "s"):
+            expected |= {("grad", shape, loss, "svdgrad"), ("grad", shape, loss, "jax")}
+    expected.add(("overhead", (5, 4), None, "svd"))
+    for call in ("jvp", "vjp"):
+        expected |= {("overhead", (5, 4), call, "svdgrad"), ("overhead", (5, 4), call, "jax")}
+    assert keys == expected
+
+
+def test_transforms_ratios_and_targets(transforms_run):
+    _, data = transforms_run
+    tr = data["transforms"]
+    for row in tr["rows"]:
+        assert _positive(row["median_s"]) and _positive(row["min_s"])
+        assert row["min_s"] <= row["median_s"]
+        assert _positive(row["ratio_to_svd"]) and _positive(row["compile_s"])
+        assert len(row["times_s"]) == 2
+        assert isinstance(row["calls_per_sample"], int) and row["calls_per_sample"] >= 1
+        if row["method"] == "svdgrad":
+            assert _positive(row["ratio_to_jax"]) and _positive(row["min_ratio_to_jax"])
+            assert row["target"] == tr["targets"][row["measure"]]
+            assert row["within_target"] is (row["ratio_to_jax"] <= row["target"])
+        else:
+            assert row["ratio_to_jax"] is None and row["min_ratio_to_jax"] is None
+            assert row["target"] is None
+            assert row["within_target"] is None
+        if row["method"] == "svd":
+            assert row["ratio_to_svd"] == 1.0
+
+
+def test_transforms_tables(transforms_run):
+    output, _ = transforms_run
+    for word in ("jit(grad(loss))", "svd_jvp", "3x5x4", "usv", "vjp", "svd alone", "compile s"):
+        assert word in output
+    assert "Many tangents" not in output  # the derivatives suite did not run
+
+
+def test_all_suites_in_a_fresh_process():
+    """The real command in a process of its own (no test fixture has switched on x64): both
+    suites run, in float64."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "svdgrad_cli", "bench", "--suite", "all", "--shapes", "4x3"]
+    args += ["--cases", "thin-real-usv", "--tangents", "0", "--no-torch", "--repeat", "1"]
+    args += ["--grad-shapes", "2x3x3", "--overhead-shape", "3x3", "--json", "-"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["config"]["suite"] == "all"
+    assert {r["method"] for r in data["results"]} == set(JAX_METHODS)
+    assert all(r["status"] == "ok" for r in data["results"])
+    assert all(r["status"] == "ok" for r in data["transforms"]["rows"])

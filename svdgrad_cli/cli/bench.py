@@ -1,4 +1,6 @@
-"""`svdgrad bench`: time svdgrad's JVP and VJP against the SVD alone and against autodiff."""
+"""`svdgrad bench`: time svdgrad's JVP and VJP against the SVD alone and against autodiff
+(--suite derivatives), and svdgrad's svd under jit(grad) and the per-call overhead of svd_jvp
+and svd_vjp against JAX's own (--suite transforms)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 _DEFAULT_SHAPES = "256x256,1024x1024,20000x64"
+_DEFAULT_GRAD_SHAPES = "256x32x32,384x384"
+_DEFAULT_OVERHEAD_SHAPE = "32x32"
 
 
 def _ms(x) -> str:
@@ -28,12 +32,103 @@ def _s(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _us(x) -> str:
+    return "-" if x is None else f"{x * 1e6:.1f}"
+
+
 def _shape(s) -> str:
-    return f"{s[0]}x{s[1]}"
+    return "x".join(str(d) for d in s)
+
+
+def _against(r) -> str:
+    """The ratio to JAX, green within the target and red beyond it."""
+    text = _x(r["ratio_to_jax"])
+    if r["within_target"] is None:
+        return text
+    return f"[green]{text}[/green]" if r["within_target"] else f"[red]{text}[/red]"
 
 
 def render(result: dict, console: Console) -> None:
     """Print the tables of a run_benchmark result."""
+    if result["results"]:
+        _render_derivatives(result, console)
+    if result.get("transforms"):
+        _render_transforms(result["transforms"], console)
+    m = result["machine"]
+    c = result["config"]
+    torch = f"torch {m['torch_version']}" if c["torch"] else "torch: not used"
+    console.print(
+        f"jax {m['jax_version']} | device {m['device']} ({m['device_kind']}) | "
+        f"{m['cpu_count']} CPUs | {m['processor']} | python {m['python_version']} | {torch} | "
+        f"{c['dtype']}, median of {c['repeat']} interleaved runs",
+        style="dim",
+    )
+
+
+def _render_transforms(tr: dict, console: Console) -> None:
+    rows = tr["rows"]
+    targets = tr["targets"]
+    for measure, title, unit in (
+        (
+            "grad",
+            "jit(grad(loss)) through svdgrad's svd and through jnp.linalg.svd (ms per call; "
+            f"target / jax <= {targets['grad']:.2f}x)",
+            "ms",
+        ),
+        (
+            "overhead",
+            f"One call at {_shape(tr['overhead_shape'])}: svd_jvp and svd_vjp against a jitted "
+            f"jax.jvp / jax.vjp of jnp.linalg.svd (us per call; target / jax <= "
+            f"{targets['overhead']:.2f}x)",
+            "us",
+        ),
+    ):
+        group = [r for r in rows if r["measure"] == measure]
+        if not group:
+            continue
+        fmt = _ms if unit == "ms" else _us
+        table = Table(title=title)
+        table.add_column("shape", no_wrap=True)
+        table.add_column("loss" if measure == "grad" else "call", no_wrap=True)
+        table.add_column("method", no_wrap=True)
+        table.add_column(f"median {unit}", justify="right", no_wrap=True)
+        table.add_column("/ SVD", justify="right", no_wrap=True)
+        table.add_column("/ jax", justify="right", no_wrap=True)
+        table.add_column("min / min", justify="right")
+        table.add_column("compile s", justify="right")
+        previous = None
+        for r in group:
+            shape = _shape(r["shape"])
+            if previous is not None and shape != previous:
+                table.add_section()
+            first = shape != previous
+            previous = shape
+            if r["status"] == "ok":
+                cells = (
+                    fmt(r["median_s"]),
+                    _x(r["ratio_to_svd"]),
+                    _against(r),
+                    _x(r["min_ratio_to_jax"]),
+                    _s(r["compile_s"]),
+                )
+            else:
+                cells = (f"[yellow]{r['status']}[/yellow]", "-", "-", "-", "-")
+            table.add_row(
+                shape if first else "",
+                r["variant"] or "-",
+                "svd alone" if r["method"] == "svd" else r["method"],
+                *cells,
+            )
+        console.print(table)
+    losses = "; ".join(f"{k}: {v}" for k, v in tr["losses"].items())
+    console.print(
+        f"losses: {losses}. / jax is the ratio of the medians, min / min that of the fastest "
+        "samples (steadier on a busy machine).",
+        style="dim",
+    )
+
+
+def _render_derivatives(result: dict, console: Console) -> None:
     rows = result["results"]
     table = Table(
         title="Time per call (ms) and ratio of the medians to the SVD alone (/ SVD) and, for "
@@ -111,16 +206,6 @@ def render(result: dict, console: Console) -> None:
             mt.add_row(many["status"], "-", "-", "-")
         console.print(mt)
 
-    m = result["machine"]
-    c = result["config"]
-    torch = f"torch {m['torch_version']}" if c["torch"] else "torch: not used"
-    console.print(
-        f"jax {m['jax_version']} | device {m['device']} ({m['device_kind']}) | "
-        f"{m['cpu_count']} CPUs | {m['processor']} | python {m['python_version']} | {torch} | "
-        f"{c['dtype']}, median of {c['repeat']} interleaved runs",
-        style="dim",
-    )
-
 
 def bench(
     shapes: Annotated[
@@ -161,6 +246,27 @@ def bench(
     tangents_shape: Annotated[
         str, typer.Option("--tangents-shape", help="Shape of A for the many-tangents measurement.")
     ] = "256x256",
+    suite: Annotated[
+        str,
+        typer.Option(
+            "--suite",
+            help="derivatives: svdgrad's JVP and VJP at --shapes (--cases, --tangents). "
+            "transforms: jit(grad) through svdgrad's svd against jnp.linalg.svd at "
+            "--grad-shapes, and the per-call overhead of svd_jvp/svd_vjp at --overhead-shape. "
+            "all: both.",
+        ),
+    ] = "derivatives",
+    grad_shapes: Annotated[
+        str,
+        typer.Option(
+            "--grad-shapes",
+            help="Comma-separated MxN or BxMxN shapes (B a batch) for jit(grad) (transforms).",
+        ),
+    ] = _DEFAULT_GRAD_SHAPES,
+    overhead_shape: Annotated[
+        str,
+        typer.Option("--overhead-shape", help="MxN for the per-call overhead (transforms)."),
+    ] = _DEFAULT_OVERHEAD_SHAPE,
 ) -> None:
     """Time svdgrad's JVP and VJP against the SVD alone and against JAX (and torch) autodiff.
 
@@ -170,12 +276,23 @@ def bench(
 
     Compile times (the first call) come separately; torch joins when it is installed.
 
-    [bold]Example[/bold]
+    --suite transforms times jit(grad) of a loss through svdgrad's svd against jnp.linalg.svd,
+    and one svd_jvp/svd_vjp call on a small matrix against a jitted jax.jvp/jax.vjp.
+
+    Runs in 64-bit mode, without the persistent compilation cache (compile times are real).
+
+    [bold]Examples[/bold]
 
       $ svdgrad bench --shapes 512x512 --repeat 3
+
+      $ svdgrad bench --suite transforms --repeat 9
     """
     import svdgrad_cli.bench as harness
 
+    try:
+        harness.check_suite(suite)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--suite'") from None
     try:
         shape_list = harness.parse_shapes(shapes)
     except ValueError as exc:
@@ -184,6 +301,14 @@ def bench(
         many_shape = harness.parse_shape(tangents_shape)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--tangents-shape'") from None
+    try:
+        grad_list = harness.parse_batch_shapes(grad_shapes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--grad-shapes'") from None
+    try:
+        overhead = harness.parse_shape(overhead_shape)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--overhead-shape'") from None
     try:
         harness.check_dtype(dtype)
     except ValueError as exc:
@@ -198,18 +323,22 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--cases'") from None
 
+    from . import _common as c
+
     err = Console(stderr=True)
     if device == "gpu":  # a bad call, like --device gpu elsewhere: exit status 2
-        from . import _common as c
+        _configure_jax(c)
+        from ..api import resolve_device
 
         try:
-            c.resolve_device("gpu")
-        except c.UsageProblem as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            resolve_device("gpu")
+        except RuntimeError as exc:
+            err.print(f"error: --device gpu: {c._one_line(exc)}", markup=False, highlight=False)
             raise typer.Exit(c.EXIT_USAGE) from None
     # with --json - the JSON owns stdout and the tables go to stderr
     out = err if json_path == "-" else Console()
     with err.status("importing JAX") as status:
+        _configure_jax(c)
 
         def progress(msg: str) -> None:
             if err.is_terminal:
@@ -228,6 +357,9 @@ def bench(
                 tangents=tangents,
                 tangents_shape=many_shape,
                 progress=progress,
+                suite=suite,
+                grad_shapes=grad_list,
+                overhead_shape=overhead,
             )
         except RuntimeError as exc:  # e.g. --device gpu without a GPU
             err.print(f"[red]error:[/red] {exc}")
@@ -252,6 +384,15 @@ def bench(
                 err.print(f"error: --json '{json_path}': cannot write ({exc.strerror})")
                 raise typer.Exit(2) from None
             err.print(f"wrote {json_path}")
+
+
+def _configure_jax(c) -> None:
+    """64-bit mode (float64 stays float64) and the fast LAPACK start, as every command has;
+    not the persistent compilation cache, which would turn compile times into load times."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    c._fast_lapack_init()
 
 
 __all__ = ["bench", "render"]
