@@ -148,6 +148,9 @@ def _check_matrix(a, name):
 
 def _check_shape(A, X, name, expected):
     nd = len(expected)
+    if X.ndim == A.ndim - 2 + nd and X.shape[: X.ndim - nd] == A.shape[:-2]:  # the common case
+        if tuple(X.shape[X.ndim - nd :]) == tuple(expected):
+            return
     if X.ndim < nd or tuple(X.shape[X.ndim - nd :]) != tuple(expected):
         raise ArgumentError(
             f"{name} must end in shape {tuple(expected)} to match A of shape {A.shape}, "
@@ -381,50 +384,49 @@ def _ratio(x, scale):
 # forward mode
 
 
-def _selected_frames(U1, Vh1, P, X, s, rec, tall):
-    """U1, Vh1, P, X in the basis the tangent selects inside degenerate blocks (and W)."""
+def _selected_frames(U1, Vh1, P, X, dA, s, rec, tall, nulls):
+    """U1, Vh1, P, X in the basis dA selects inside degenerate blocks and, with nulls, among the
+    null vectors (degenerate.selected_basis, degenerate.null_basis), and whether it did.
+
+    One lax.cond (outside vmap): nothing beyond the test runs when no block is degenerate and
+    no value is in the null space.
+    """
+    from .rules import thin
+
     same, possible = degenerate.clusters(s, rec)
+    null = rec.rank_cut
+    any_null = jnp.any(null, axis=-1) if nulls else jnp.zeros(possible.shape, bool)
 
     def rotate():
         W = degenerate.selected_basis(P, same)
         WH = _H(W)
-        return U1 @ W, WH @ Vh1, WH @ P @ W, (X @ W if tall else WH @ X)
+        U2, Vh2, P2, X2 = U1 @ W, WH @ Vh1, WH @ P @ W, (X @ W if tall else WH @ X)
+        ok = jnp.zeros(null.shape[:-1], bool)
+        if nulls:
+            zero, default = jnp.zeros((), rec.s_inv.dtype), -jnp.ones((), rec.s_inv.dtype)
+
+            def thin_svd(Y):
+                return _svd(Y, zero, default, default, False, True)
+
+            U3, Vh3, ok = degenerate.null_basis(U2, Vh2, dA, null, thin_svd)
+            P3, X3 = thin.project(U3, Vh3, dA)
+            U2, Vh2, P2, X2 = (
+                jnp.where(jnp.reshape(ok, ok.shape + (1, 1)), new, old)
+                for new, old in ((U3, U2), (Vh3, Vh2), (P3, P2), (X3, X2))
+            )
+        return U2, Vh2, P2, X2, possible | ok
 
     def keep():
-        return U1, Vh1, P, X
+        return U1, Vh1, P, X, jnp.zeros(possible.shape, bool)
 
     if P.ndim == 2:
-        return jax.lax.cond(possible, rotate, keep), same, possible
-    rot = rotate()
-    any_ = jnp.any(possible)
-    return tuple(jnp.where(any_, r, k) for r, k in zip(rot, keep(), strict=True)), same, possible
-
-
-def _null_frames(U1, Vh1, P, X, dA, rec):
-    """U1, Vh1, P, X with the null columns in the basis dA selects (see degenerate.null_basis)."""
-    from .rules import thin
-
-    null = rec.rank_cut
-
-    def rotate():
-        zero, default = jnp.zeros((), rec.s_inv.dtype), -jnp.ones((), rec.s_inv.dtype)
-
-        def thin_svd(Y):
-            return _svd(Y, zero, default, default, False, True)
-
-        U_new, Vh_new, ok = degenerate.null_basis(U1, Vh1, dA, null, thin_svd)
-        return (U_new, Vh_new, *thin.project(U_new, Vh_new, dA), ok)
-
-    def keep():
-        return U1, Vh1, P, X, jnp.zeros(null.shape[:-1], bool)
-
-    if P.ndim == 2:
-        return jax.lax.cond(jnp.any(null), rotate, keep)
+        return jax.lax.cond(possible | any_null, rotate, keep)
     return rotate()
 
 
-@partial(jax.jit, static_argnames=("full_matrices", "compute_uv", "select", "with_info"))
-def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, select, with_info):
+def _jvp_impl(
+    A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, select, with_info
+):
     m, n = A.shape[-2:]
     k = min(m, n)
     fm = full_matrices and compute_uv
@@ -443,11 +445,11 @@ def _jvp(A, dA, eps, degeneracy_tol, rank_tol, *, full_matrices, compute_uv, sel
     scale = jnp.max(jnp.abs(P), initial=0.0) if P.size else _zero(s.dtype)
     selected = jnp.zeros((), bool)
     if select:
-        (U1, Vh1, P, X), same, possible = _selected_frames(U1, Vh1, P, X, s, rec, m > k)
-        selected = jnp.any(possible)
-        if not (fm and m != n):  # a full SVD would need its extra columns completed anew
-            U1, Vh1, P, X, null_ok = _null_frames(U1, Vh1, P, X, dA, rec)
-            selected = selected | jnp.any(null_ok)
+        # a full SVD with m != n would need its extra columns completed anew: no null selection
+        U1, Vh1, P, X, chosen = _selected_frames(
+            U1, Vh1, P, X, dA, s, rec, m > k, nulls=not (fm and m != n)
+        )
+        selected = jnp.any(chosen)
         if fm and m > n:
             U = jnp.concatenate([U1, U[..., :, k:]], axis=-1)
         elif fm and n > m:
@@ -547,7 +549,19 @@ def svd_jvp(
             with_info=bool(return_info),
         )
     # the basis may follow the tangent only when every SVD has one tangent of its own
-    select = tuple(A.shape[:-2]) == np.broadcast_shapes(A.shape[:-2], dA.shape[:-2])
+    select = A.shape[:-2] == dA.shape[:-2] or tuple(A.shape[:-2]) == np.broadcast_shapes(
+        A.shape[:-2], dA.shape[:-2]
+    )
+    if _all_floats(tols):
+        return _jvp_const(
+            A,
+            dA,
+            **dict(zip(_TOLS, tols, strict=True)),
+            full_matrices=bool(full_matrices),
+            compute_uv=bool(compute_uv),
+            select=bool(select),
+            with_info=bool(return_info),
+        )
     return _jvp(
         A,
         dA,
@@ -557,6 +571,18 @@ def svd_jvp(
         select=bool(select),
         with_info=bool(return_info),
     )
+
+
+_TOLS = ("eps", "degeneracy_tol", "rank_tol")
+_JVP_FLAGS = ("full_matrices", "compute_uv", "select", "with_info")
+#: tolerances traced (arrays, tracers) or, when they are Python numbers, compile-time constants
+#: (about 30 us less per small call: the reciprocals fold)
+_jvp = jax.jit(_jvp_impl, static_argnames=_JVP_FLAGS)
+_jvp_const = jax.jit(_jvp_impl, static_argnames=_JVP_FLAGS + _TOLS)
+
+
+def _all_floats(tols) -> bool:
+    return all(type(t) is float for t in tols)
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,10 +611,7 @@ def _factor_residual(A, U, s, Vh, k):
     )
 
 
-@partial(
-    jax.jit, static_argnames=("full_matrices", "compute_uv", "convention", "with_info", "given")
-)
-def _vjp(
+def _vjp_impl(
     A,
     factors,
     gU,
@@ -672,6 +695,11 @@ def _vjp(
     if given:
         info["factor_residual"] = _factor_residual(A, U, s, Vh, k).astype(s.dtype)
     return GA, Diagnostics(**info)
+
+
+_VJP_FLAGS = ("full_matrices", "compute_uv", "convention", "with_info", "given")
+_vjp = jax.jit(_vjp_impl, static_argnames=_VJP_FLAGS)
+_vjp_const = jax.jit(_vjp_impl, static_argnames=_VJP_FLAGS + _TOLS)
 
 
 def svd_vjp(
@@ -795,6 +823,20 @@ def svd_vjp(
             rank=rank,
             solver=truncated.resolve_solver(solver, m, n, rank),
             opts=truncated.Options(),
+            convention=convention,
+            with_info=bool(return_info) or factors is not None,
+            given=factors is not None,
+        )
+    elif _all_floats(tols):
+        out = _vjp_const(
+            A,
+            factors,
+            cots.get("gU"),
+            cots.get("gS"),
+            cots.get("gVh"),
+            **dict(zip(_TOLS, tols, strict=True)),
+            full_matrices=bool(full_matrices),
+            compute_uv=bool(compute_uv),
             convention=convention,
             with_info=bool(return_info) or factors is not None,
             given=factors is not None,
