@@ -10,7 +10,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from helpers import tol
+from helpers import fd_grad, tol
 from typer.testing import CliRunner
 
 from svdgrad_cli.cli import _common
@@ -707,3 +707,319 @@ def test_help_does_not_import_jax():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr.decode()
+
+
+# --------------------------------------------------------------------------- truncated: --rank
+#
+# References: central finite differences of gauge-invariant functions of A through numpy's full
+# SVD (float64 or complex128): the projector U U^H onto the top R left singular vectors, the
+# rank-R approximation U S Vh, S and the truncation error err.
+
+
+def with_values(rng, shape, values, cplx=False):
+    """Q diag(values) W^H, Q and W random unitary."""
+    return well_separated(rng, shape, np.complex128 if cplx else np.float64, values=values)
+
+
+def rank_invariants(A, R):
+    u, s, vh = np.linalg.svd(A, full_matrices=False)
+    U = u[..., :R]
+    return {
+        "UU": U @ np.conj(np.swapaxes(U, -1, -2)),
+        "A_R": (U * s[..., None, :R]) @ vh[..., :R, :],
+        "S": s[..., :R],
+        "err": np.sqrt(np.sum(s[..., R:] ** 2, axis=-1)),
+    }
+
+
+def rank_fd(A, dA, R, h=1e-6):
+    plus, minus = rank_invariants(A + h * dA, R), rank_invariants(A - h * dA, R)
+    return {k: (plus[k] - minus[k]) / (2 * h) for k in plus}
+
+
+def rank_tangents(z):
+    """The same invariants' tangents from the outputs of `svdgrad jvp --rank`."""
+    U, S, Vh, dU, dS, dVh = (z[k] for k in ("U", "S", "Vh", "dU", "dS", "dVh"))
+    H = lambda X: np.conj(np.swapaxes(X, -1, -2))  # noqa: E731
+    s = S[..., None, :]
+    return {
+        "UU": dU @ H(U) + U @ H(dU),
+        "A_R": (dU * s) @ Vh + (U * dS[..., None, :]) @ Vh + (U * s) @ dVh,
+        "S": dS,
+        "err": z["derr"],
+    }
+
+
+def max_rel(x, ref):
+    return float(np.max(np.abs(x - ref)) / max(np.max(np.abs(ref)), 1e-12))
+
+
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+@pytest.mark.parametrize(
+    "shape, R, cplx",
+    [((9, 6), 3, False), ((5, 8), 2, True)],
+    ids=["real-tall", "complex-wide"],
+)
+def test_jvp_rank_matches_finite_differences(tmp_path, solver, shape, R, cplx):
+    rng = np.random.default_rng(21 + R)
+    A = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if cplx else 0)
+    dA = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if cplx else 0)
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "dA.npy", dA)
+    out = tmp_path / "j.npz"
+    r = run("jvp", tmp_path / "A.npy", tmp_path / "dA.npy", "--rank", R, "--solver", solver,
+            "-o", out)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == ""
+    with np.load(out) as z:
+        z = dict(z)
+    names = ["U", "S", "Vh", "err", "dU", "dS", "dVh", "derr"]
+    assert sorted(z) == sorted(names)
+    m, n = shape
+    assert z["U"].shape == z["dU"].shape == (m, R) and z["Vh"].shape == (R, n)
+    assert z["S"].shape == (R,) and z["err"].shape == z["derr"].shape == ()
+    assert z["S"].dtype == np.float64 and z["derr"].dtype == np.float64
+    want = rank_invariants(A, R)
+    assert max_rel(z["err"], want["err"]) < tol(np.float64, "exact") * 10
+    assert max_rel((z["U"] * z["S"]) @ z["Vh"], want["A_R"]) < tol(np.float64, "ref")
+    ours, ref = rank_tangents(z), rank_fd(A, dA, R)
+    for key in ref:
+        assert max_rel(ours[key], ref[key]) < tol(np.float64, "fd"), key
+    # --values-only: S, err and their tangents, the same numbers
+    r = run("jvp", tmp_path / "A.npy", tmp_path / "dA.npy", "--rank", R, "--solver", solver,
+            "--values-only", "-o", tmp_path / "v.npz")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    with np.load(tmp_path / "v.npz") as v:
+        assert sorted(v) == ["S", "dS", "derr", "err"]
+        for key in v:
+            np.testing.assert_allclose(v[key], z[key], rtol=tol(np.float64, "ref"), atol=1e-14)
+
+
+def projector3_loss(U, S, Vh, B, C):
+    """The user's loss: sum(B * U U^T) of the top-3 projector, plus sum(C * U S Vh) when C is
+    given."""
+    loss = np.sum(B * (U @ U.T))
+    if C is not None:
+        loss += np.sum(C * ((U * S) @ Vh))
+    return loss
+
+
+def projector3_cotangents(U, S, Vh, B, C):
+    gU = (B + B.T) @ U
+    gS = np.zeros_like(S)
+    gVh = np.zeros_like(Vh)
+    if C is not None:
+        gU += C @ Vh.T * S
+        gS += np.einsum("ij,ij->j", U, C @ Vh.T)
+        gVh += S[:, None] * (U.T @ C)
+    return gU, gS, gVh
+
+
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+@pytest.mark.parametrize("extra", [False, True], ids=["projector", "projector+approx+err"])
+def test_svd_rank_then_user_loss_then_vjp_matches_fd(tmp_path, solver, extra):
+    """`svdgrad svd A.npy --rank 3 -o f.npz`, a loss of the top-3 factors in numpy, and
+    `svdgrad vjp A.npy --rank 3 --factors f.npz --gU ...` against finite differences."""
+    rng = np.random.default_rng(31)
+    A = rng.standard_normal((9, 6))
+    B = rng.standard_normal((9, 9))
+    C = rng.standard_normal((9, 6)) if extra else None
+    gerr = 0.7 if extra else None
+    np.save(tmp_path / "A.npy", A)
+    f = tmp_path / "f.npz"
+    r = run("svd", tmp_path / "A.npy", "--rank", 3, "--solver", solver, "-o", f)
+    assert r.exit_code == 0, r.stderr
+    with np.load(f) as z:
+        U, S, Vh, err = z["U"], z["S"], z["Vh"], z["err"]
+    assert U.shape == (9, 3) and S.shape == (3,) and Vh.shape == (3, 6) and err.shape == ()
+    np.testing.assert_allclose(err, rank_invariants(A, 3)["err"], rtol=1e-12)
+    cots = save_cotangents(tmp_path, *projector3_cotangents(U, S, Vh, B, C))
+    if not extra:
+        cots = cots[:2]  # --gU alone
+    else:
+        cots += ["--gerr", gerr]
+    r = run("vjp", tmp_path / "A.npy", "--rank", 3, "--solver", solver, "--factors", f, *cots,
+            "-o", tmp_path / "g.npz")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == ""
+    with np.load(tmp_path / "g.npz") as z:
+        gA = z["gA"]
+        np.testing.assert_allclose(z["S"], S, rtol=1e-14)
+
+    def loss_of_A(X):
+        u, s, vh = np.linalg.svd(X, full_matrices=False)
+        value = projector3_loss(u[:, :3], s[:3], vh[:3], B, C)
+        return value + (gerr * np.sqrt(np.sum(s[3:] ** 2)) if extra else 0.0)
+
+    want = fd_grad(loss_of_A, A)
+    assert rel(gA, want) < tol(np.float64, "fd")
+
+
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+def test_vjp_gerr_is_the_closed_form(tmp_path, solver):
+    """gA = (A - U S Vh) / err * gerr: one matrix with a number, a stack with one value per
+    matrix, in memory and streamed into an .h5 file chunk by chunk."""
+    rng = np.random.default_rng(41)
+    A = rng.standard_normal((7, 5))
+    np.save(tmp_path / "A.npy", A)
+    r = run("vjp", tmp_path / "A.npy", "--rank", 2, "--solver", solver, "--gerr", "-1.5",
+            "-o", tmp_path / "g.npz")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    u, s, vh = np.linalg.svd(A, full_matrices=False)
+    perp = A - (u[:, :2] * s[:2]) @ vh[:2]
+    with np.load(tmp_path / "g.npz") as z:
+        np.testing.assert_allclose(z["gA"], perp / np.linalg.norm(perp) * -1.5, atol=1e-12)
+        np.testing.assert_allclose(z["S"], s[:2], rtol=1e-12)
+
+    stack = rng.standard_normal((5, 6, 4))
+    gerr = rng.standard_normal(5)
+    with h5py.File(tmp_path / "data.h5", "w") as h5:
+        h5["A"] = stack
+    np.save(tmp_path / "gerr.npy", gerr)
+    u, s, vh = np.linalg.svd(stack, full_matrices=False)
+    perp = stack - (u[..., :2] * s[..., None, :2]) @ vh[..., :2, :]
+    norms = np.linalg.norm(perp, axis=(-2, -1))[:, None, None]
+    want = perp / norms * gerr[:, None, None]
+    src = f"{tmp_path / 'data.h5'}:/A"
+    for out, extra in (
+        (tmp_path / "s.npz", []),
+        (f"{tmp_path / 's.h5'}:/a", ["--chunk", "2"]),
+        (f"{tmp_path / 's.h5'}:/b", []),
+    ):
+        r = run("vjp", src, "--rank", 2, "--solver", solver, "--gerr", tmp_path / "gerr.npy",
+                *extra, "-o", out)  # fmt: skip
+        assert r.exit_code == 0, (out, r.stderr)
+        got = read_dest(out, ["gA", "S"])
+        np.testing.assert_allclose(got["gA"], want, atol=1e-12, err_msg=str(out))
+    # a number broadcasts over the stack, streamed too
+    r = run("vjp", src, "--rank", 2, "--gerr", 2, "--chunk", 3, "-o", f"{tmp_path / 's.h5'}:/c")
+    assert r.exit_code == 0, r.stderr
+    got = read_dest(f"{tmp_path / 's.h5'}:/c", ["gA", "S"])
+    np.testing.assert_allclose(got["gA"], 2 * perp / norms, atol=1e-12)
+
+
+def test_rank_stacks_stream_like_they_compute_in_memory(tmp_path):
+    """svd --rank and jvp --rank on a stack: .npz in memory and .h5 streamed agree; the
+    factors of a streamed svd --rank feed vjp --rank --factors."""
+    rng = np.random.default_rng(51)
+    A = well_separated(rng, (5, 6, 4), np.float64)
+    dA = rng.standard_normal((5, 6, 4))
+    with h5py.File(tmp_path / "data.h5", "w") as h5:
+        h5["A"], h5["dA"] = A, dA
+    src, dsrc = f"{tmp_path / 'data.h5'}:/A", f"{tmp_path / 'data.h5'}:/dA"
+    r = run("svd", src, "--rank", 2, "-o", tmp_path / "f.npz")
+    assert r.exit_code == 0, r.stderr
+    r = run("svd", src, "--rank", 2, "--chunk", 2, "-o", f"{tmp_path / 'f.h5'}:/svd")
+    assert r.exit_code == 0, r.stderr
+    names = ["U", "S", "Vh", "err"]
+    mem, factors = (
+        read_dest(tmp_path / "f.npz", names),
+        read_dest(f"{tmp_path / 'f.h5'}:/svd", names),
+    )
+    for name in names:
+        np.testing.assert_allclose(factors[name], mem[name], atol=1e-14)
+    assert mem["U"].shape == (5, 6, 2) and mem["err"].shape == (5,)
+    want = rank_invariants(A, 2)
+    np.testing.assert_allclose(mem["err"], want["err"], rtol=1e-12)
+    np.testing.assert_allclose(mem["S"], want["S"], rtol=1e-12)
+    r = run("jvp", src, dsrc, "--rank", 2, "--solver", "iterative", "-o", tmp_path / "j.npz")
+    assert r.exit_code == 0, r.stderr
+    r = run("jvp", src, dsrc, "--rank", 2, "--solver", "iterative", "--chunk", 2,
+            "-o", f"{tmp_path / 'j.h5'}:/jvp")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    names = ["U", "S", "Vh", "err", "dU", "dS", "dVh", "derr"]
+    mem, streamed = (
+        read_dest(tmp_path / "j.npz", names),
+        read_dest(f"{tmp_path / 'j.h5'}:/jvp", names),
+    )
+    ref = rank_fd(A, dA, 2)
+    for z in (mem, streamed):
+        ours = rank_tangents(z)
+        for key in ref:
+            assert max_rel(ours[key], ref[key]) < tol(np.float64, "fd"), key
+    # the projector loss of each matrix through the streamed factors
+    B = rng.standard_normal((5, 6, 6))
+    U = factors["U"]
+    np.save(tmp_path / "gU.npy", (B + np.swapaxes(B, -1, -2)) @ U)
+    r = run("vjp", src, "--rank", 2, "--factors", f"{tmp_path / 'f.h5'}:/svd", "--gU",
+            tmp_path / "gU.npy", "--chunk", 2, "-o", f"{tmp_path / 'g.h5'}:/g")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    gA = read_dest(f"{tmp_path / 'g.h5'}:/g", ["gA", "S"])["gA"]
+    for b in range(5):
+
+        def loss(X, b=b):
+            u = np.linalg.svd(X, full_matrices=False)[0][:, :2]
+            return np.sum(B[b] * (u @ u.T))
+
+        assert rel(gA[b], fd_grad(loss, A[b])) < tol(np.float64, "fd"), b
+
+
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+def test_a_cut_inside_a_degenerate_pair_is_refused(tmp_path, solver):
+    """A = Q diag(5, 4, 3, 3, 1) W^T with R = 3: jvp and vjp exit 1 naming the gap and what
+    to do, and write nothing; svd writes the triplets with a warning."""
+    rng = np.random.default_rng(61)
+    A = with_values(rng, (7, 5), [5.0, 4.0, 3.0, 3.0, 1.0])
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "dA.npy", rng.standard_normal((7, 5)))
+    np.save(tmp_path / "gS.npy", np.ones(3))
+    d = tmp_path
+    common = ("--rank", 3, "--solver", solver)
+    for argv in (
+        ("jvp", d / "A.npy", d / "dA.npy", *common, "-o", d / "out.npz"),
+        ("vjp", d / "A.npy", "--gS", d / "gS.npy", *common, "-o", d / "out.npz"),
+    ):
+        r = run(*argv)
+        assert r.exit_code == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        line = lines[0]
+        assert line.startswith(
+            "error: --rank 3: the cut lies inside a degenerate pair, s_3 = s_4 (gap "
+            "(s_R - s_{R+1}) / s_R = "
+        ), line
+        gap = float(line.split("/ s_R = ")[1].split(")")[0])
+        assert abs(gap) < 1e-6
+        assert "choose another --rank" in line
+        assert not (d / "out.npz").exists()
+    r = run("svd", d / "A.npy", *common, "-o", d / "f.npz")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.startswith("warning: --rank 3: the cut lies inside a degenerate pair")
+    assert "choose another for derivatives" in r.stderr
+    with np.load(d / "f.npz") as z:
+        np.testing.assert_allclose(z["S"], [5.0, 4.0, 3.0], rtol=1e-12)
+        np.testing.assert_allclose(z["err"], np.sqrt(10.0), rtol=1e-12)
+    # the factors of that cut are refused too
+    r = run("vjp", d / "A.npy", "--gS", d / "gS.npy", *common, "--factors", d / "f.npz")
+    assert r.exit_code == 1 and "inside a degenerate pair" in r.stderr
+    # R = 2 or R = 4 keeps or drops the whole pair: fine
+    for R in (2, 4):
+        r = run("jvp", d / "A.npy", d / "dA.npy", "--rank", R, "--solver", solver,
+                "-o", d / f"ok{R}.npz")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+    # a degenerate matrix inside a streamed stack: exit 1, no output file
+    stack = np.stack([with_values(rng, (7, 5), [5.0, 4.0, 3.0, 2.0, 1.0]), A])
+    with h5py.File(d / "stack.h5", "w") as h5:
+        h5["A"], h5["dA"] = stack, rng.standard_normal((2, 7, 5))
+    r = run("jvp", f"{d / 'stack.h5'}:/A", f"{d / 'stack.h5'}:/dA", *common, "--chunk", 1,
+            "-o", d / "out.h5")  # fmt: skip
+    assert r.exit_code == 1 and "inside a degenerate pair" in r.stderr
+    assert not (d / "out.h5").exists()
+
+
+def test_iterative_solver_short_of_precision_warns(capsys):
+    info = {"range_residual": 1e-13, "solver_residual": 5e-4, "cut_gap": 2.6e-3}
+    _common.solver_warnings(info, np.float64)
+    err = capsys.readouterr().err
+    assert "the iterative solver stopped short of full precision" in err
+    assert "conjugate-gradient residual 5.0e-04" in err and "top-triplet" not in err
+    assert "gap at the cut 2.6e-03" in err and "--solver dense" in err
+    _common.solver_warnings({"range_residual": 1e-15, "solver_residual": 0.0}, np.float64)
+    assert capsys.readouterr().err == ""
+
+
+def test_rank_help_and_options():
+    for command in ("svd", "jvp", "vjp"):
+        r = run(command, "--help")
+        assert r.exit_code == 0 and "--rank" in r.stdout and "--solver" in r.stdout
+    assert "--gerr" in run("vjp", "--help").stdout

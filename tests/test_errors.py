@@ -84,6 +84,26 @@ def degenerate_matrix() -> np.ndarray:
     return Q @ np.diag([3.0, 2.0, 2.0, 1.0]) @ W.T
 
 
+def cut_matrix() -> np.ndarray:
+    """Q diag(5, 4, 3, 3, 1) W^T (7 x 5): with --rank 3 the cut lies inside the pair 3, 3."""
+    g = np.random.default_rng(13)
+    Q = np.linalg.qr(g.standard_normal((7, 7)))[0]
+    W = np.linalg.qr(g.standard_normal((5, 5)))[0]
+    D = np.zeros((7, 5))
+    D[np.arange(5), np.arange(5)] = [5.0, 4.0, 3.0, 3.0, 1.0]
+    return Q @ D @ W.T
+
+
+def top_factors(name, A, rank):
+    """The top ``rank`` triplets of A in a .npz file, as `svdgrad svd --rank` writes them."""
+
+    def make(d: pathlib.Path):
+        U, S, Vh = np.linalg.svd(A, full_matrices=False)
+        np.savez(d / name, U=U[:, :rank], S=S[:rank], Vh=Vh[:rank], err=np.linalg.norm(S[rank:]))
+
+    return make
+
+
 def interrupt(monkeypatch):
     import svdgrad_cli.api as api
 
@@ -102,6 +122,7 @@ GOOD = [save("A.npy", A43), save("dA.npy", DA43)]
 JVP = ["jvp", "{d}/A.npy", "{d}/dA.npy", "-o", "{d}/out.npz"]
 GS3 = save("gS.npy", rng.standard_normal(3))
 VJP_F = ["vjp", "{d}/A.npy", "--factors", "{d}/f.npz", "--gS", "{d}/gS.npy", "-o", "{d}/out.npz"]
+VJP_CUT = ["vjp", "{d}/A.npy", "--gS", "{d}/gS.npy", "--rank", "3", "--solver", "iterative"]
 
 # (id, setup, argv, exit status, substring of stderr, how: "runner" / "sub" / stdin bytes,
 #  monkeypatch)
@@ -471,6 +492,189 @@ CASES = [
         2,
         "--gU: has shape (4, 3), but the U of the full --factors",
         "runner",
+        None,
+    ),
+    # --rank, --solver, --gerr (the truncated SVD)
+    (
+        "rank-zero",
+        GOOD,
+        ["svd", "{d}/A.npy", "--rank", "0", "-o", "{d}/f.npz"],
+        2,
+        "--rank 0: must be at least 1",
+        "sub",
+        None,
+    ),
+    (
+        "rank-negative",
+        GOOD,
+        JVP + ["--rank", "-2"],
+        2,
+        "--rank -2: must be at least 1",
+        "runner",
+        None,
+    ),
+    (
+        "rank-above-min-m-n",
+        GOOD,
+        JVP + ["--rank", "4"],
+        2,
+        "--rank 4: A of shape (4, 3) has min(m, n) = 3 singular values; choose R between 1 and 3",
+        "sub",
+        None,
+    ),
+    (
+        "rank-above-min-m-n-svd",
+        GOOD,
+        ["svd", "{d}/A.npy", "--rank", "5", "-o", "{d}/f.npz"],
+        2,
+        "--rank 5: A of shape (4, 3) has min(m, n) = 3",
+        "runner",
+        None,
+    ),
+    (
+        "rank-above-min-m-n-vjp",
+        [save("A.npy", A43), GS3],
+        ["vjp", "{d}/A.npy", "--gS", "{d}/gS.npy", "--rank", "4", "-o", "{d}/out.npz"],
+        2,
+        "--rank 4: A of shape (4, 3) has min(m, n) = 3",
+        "runner",
+        None,
+    ),
+    (
+        "rank-with-full",
+        GOOD,
+        ["svd", "{d}/A.npy", "--rank", "2", "--full", "-o", "{d}/f.npz"],
+        2,
+        "--rank 2 with --full: the top R triplets are a thin result",
+        "sub",
+        None,
+    ),
+    ("rank-with-full-jvp", GOOD, JVP + ["--full", "--rank", "1"], 2, "drop --full", "runner", None),
+    (
+        "rank-not-an-integer",
+        GOOD,
+        JVP + ["--rank", "2.5"],
+        2,
+        "Invalid value for '--rank'",
+        "sub",
+        None,
+    ),
+    (
+        "solver-unknown",
+        GOOD,
+        JVP + ["--rank", "2", "--solver", "lanczos"],
+        2,
+        "Invalid value for '--solver'",
+        "sub",
+        None,
+    ),
+    (
+        "solver-without-rank",
+        GOOD,
+        JVP + ["--solver", "dense"],
+        2,
+        "--solver dense: chooses the solver of the truncated SVD; add --rank R",
+        "sub",
+        None,
+    ),
+    (
+        "gerr-without-rank",
+        [save("A.npy", A43)],
+        ["vjp", "{d}/A.npy", "--gerr", "1", "-o", "{d}/out.npz"],
+        2,
+        "--gerr: is the cotangent of the truncation error err",
+        "sub",
+        None,
+    ),
+    (
+        "gerr-complex",
+        [save("A.npy", A43), save("gerr.npy", np.array([1.0 + 1j]))],
+        ["vjp", "{d}/A.npy", "--rank", "2", "--gerr", "{d}/gerr.npy", "-o", "{d}/out.npz"],
+        2,
+        "is complex, but err is real",
+        "runner",
+        None,
+    ),
+    (
+        "gerr-scalar-file",
+        [save("A.npy", A43), save("gerr.npy", np.float64(1.0))],
+        ["vjp", "{d}/A.npy", "--rank", "2", "--gerr", "{d}/gerr.npy", "-o", "{d}/out.npz"],
+        2,
+        "holds a single number; pass the number itself",
+        "runner",
+        None,
+    ),
+    (
+        "gerr-batch-mismatch",
+        [save("A.npy", np.stack([A43] * 3)), save("gerr.npy", np.ones(2))],
+        ["vjp", "{d}/A.npy", "--rank", "2", "--gerr", "{d}/gerr.npy", "-o", "{d}/out.npz"],
+        2,
+        "--gerr: has shape (2,), but err has one value per matrix of A's batch (3,)",
+        "runner",
+        None,
+    ),
+    (
+        "gerr-not-finite",
+        [save("A.npy", A43)],
+        ["vjp", "{d}/A.npy", "--rank", "2", "--gerr", "nan", "-o", "{d}/out.npz"],
+        2,
+        "--gerr nan: must be a finite number",
+        "runner",
+        None,
+    ),
+    (
+        "rank-gU-of-thin-shape",
+        [save("A.npy", A43), save("gU.npy", DA43)],
+        ["vjp", "{d}/A.npy", "--rank", "2", "--gU", "{d}/gU.npy", "-o", "{d}/out.npz"],
+        2,
+        "--gU: has shape (4, 3), but the U of the top 2 triplets of A with shape (4, 3) must end",
+        "runner",
+        None,
+    ),
+    (
+        "rank-factors-of-another-rank",
+        [save("A.npy", A43), save("gS.npy", np.ones(1)), top_factors("f.npz", A43, 2)],
+        ["vjp", "{d}/A.npy", "--rank", "1", "--factors", "{d}/f.npz", "--gS", "{d}/gS.npy"],
+        2,
+        "S has shape (2,), but the top 1 triplets of A of shape (4, 3) need (..., 1)",
+        "runner",
+        None,
+    ),
+    (
+        "top-factors-without-rank",
+        [save("A.npy", A43), GS3, top_factors("f.npz", A43, 2)],
+        VJP_F,
+        2,
+        "(or add --rank 2 for the top 2 triplets",
+        "runner",
+        None,
+    ),
+    (
+        "rank-factors-not-of-A",
+        [save("A.npy", A43), save("gS.npy", np.ones(2)), top_factors("f.npz", DA43, 2)],
+        ["vjp", "{d}/A.npy", "--rank", "2", "--factors", "{d}/f.npz", "--gS", "{d}/gS.npy"],
+        2,
+        "factors do not factor A: residual",
+        "sub",
+        None,
+    ),
+    # a cut inside a degenerate pair has no derivative (exit 1, nothing written)
+    (
+        "rank-cut-in-degenerate-pair-jvp",
+        [save("A.npy", cut_matrix()), save("dA.npy", rng.standard_normal((7, 5)))],
+        JVP + ["--rank", "3"],
+        1,
+        "error: --rank 3: the cut lies inside a degenerate pair, s_3 = s_4 (gap (s_R - s_{R+1})",
+        "sub",
+        None,
+    ),
+    (
+        "rank-cut-in-degenerate-pair-vjp",
+        [save("A.npy", cut_matrix()), save("gS.npy", np.ones(3))],
+        VJP_CUT,
+        1,
+        "choose another --rank, one that keeps or drops the whole block",
+        "sub",
         None,
     ),
     # cotangents that do not determine the gradient (exit 1, nothing written)

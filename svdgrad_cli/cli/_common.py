@@ -231,6 +231,129 @@ ChunkOpt = Annotated[
 ]
 
 
+class Solver(str, Enum):
+    auto = "auto"
+    dense = "dense"
+    iterative = "iterative"
+
+
+_TRUNC = "Truncated SVD"
+
+RankOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--rank",
+        metavar="R",
+        show_default=False,
+        rich_help_panel=_TRUNC,
+        help="Keep the top R singular triplets (U m x R, S R, Vh R x n) and the truncation "
+        "error err = ||A - U S Vh||_F; their derivatives include the coupling to the discarded "
+        "spectrum. 1 <= R <= min(m, n); not with --full.",
+    ),
+]
+SolverOpt = Annotated[
+    Solver | None,
+    typer.Option(
+        "--solver",
+        case_sensitive=False,
+        show_default=False,
+        rich_help_panel=_TRUNC,
+        help="With --rank: dense (full thin SVD, closed form), iterative (subspace iteration "
+        "and conjugate gradients, products by A only) or auto (the default: iterative when "
+        "min(m, n) >= 400 and R <= min(m, n) / 8).",
+    ),
+]
+
+
+def truncation_args(rank: int | None, solver: Solver | None, full: bool | None) -> str | None:
+    """The solver name for --rank (None without --rank); UsageProblem for what is seen before
+    reading anything: --solver without --rank, R < 1, --rank with --full."""
+    if rank is None:
+        if solver is not None:
+            raise UsageProblem(
+                f"--solver {solver.value}: chooses the solver of the truncated SVD; add --rank R "
+                "or drop --solver"
+            )
+        return None
+    if rank < 1:
+        raise UsageProblem(
+            f"--rank {rank}: must be at least 1 (the number of singular triplets kept)"
+        )
+    if full:
+        raise UsageProblem(
+            f"--rank {rank} with --full: the top R triplets are a thin result (U is m x R, Vh is "
+            "R x n); drop --full"
+        )
+    return (solver or Solver.auto).value
+
+
+def check_rank(rank: int, shape: tuple) -> None:
+    """UsageProblem unless 1 <= rank <= min(m, n) for A of this shape."""
+    m, n = shape[-2:]
+    k = min(m, n)
+    if rank > k:
+        raise UsageProblem(
+            f"--rank {rank}: A of shape {tuple(shape)} has min(m, n) = {k} singular values; "
+            f"choose R between 1 and {k}"
+        )
+
+
+def cut_text(info: Mapping[str, Any], rank: int) -> str | None:
+    """What to say when the cut at ``rank`` lies inside a degenerate pair (else None)."""
+    if not bool(np.any(np.asarray(info.get("cut_degenerate", False)))):
+        return None
+    gap = float(np.min(np.asarray(info.get("cut_gap", 0.0)), initial=np.inf))
+    return (
+        f"--rank {rank}: the cut lies inside a degenerate pair, s_{rank} = s_{rank + 1} (gap "
+        f"(s_R - s_{{R+1}}) / s_R = {gap:.1e}), so the top {rank} triplets are one choice among "
+        "many and have no derivative"
+    )
+
+
+def cut_check(info: Mapping[str, Any], rank: int) -> None:
+    """ComputeProblem (exit 1) when the cut lies inside a degenerate pair."""
+    text = cut_text(info, rank)
+    if text is not None:
+        raise ComputeProblem(
+            f"{text}; choose another --rank, one that keeps or drops the whole block of equal "
+            "singular values (s_R > s_{R+1})"
+        )
+
+
+def solver_warnings(info: Mapping[str, Any], dtype: Any) -> None:
+    """Warn when the iterative solver stopped short of its target (a small gap at the cut)."""
+    limit = 1e4 * float(np.finfo(np.dtype(dtype)).eps)
+    parts = [
+        f"{what} {max_of(info, key):.1e}"
+        for key, what in (
+            ("range_residual", "top-triplet residual"),
+            ("solver_residual", "conjugate-gradient residual"),
+        )
+        if max_of(info, key) > limit
+    ]
+    if parts:
+        warn(
+            f"the iterative solver stopped short of full precision ({', '.join(parts)}, relative; "
+            f"gap at the cut {float(np.min(np.asarray(info.get('cut_gap', 0.0)))):.1e}): the "
+            "results are about that accurate; --solver dense is exact"
+        )
+
+
+def merge_truncation(infos: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The truncation fields of the Diagnostics of several chunks: the worst of each."""
+    infos = list(infos)
+    out: dict[str, Any] = {
+        "cut_degenerate": any(bool(np.any(i.get("cut_degenerate", False))) for i in infos),
+        "cut_gap": min(
+            (float(np.min(np.asarray(i.get("cut_gap", np.inf)))) for i in infos),
+            default=0.0,
+        ),
+    }
+    for key in ("range_residual", "solver_residual"):
+        out[key] = max((max_of(i, key) for i in infos), default=0.0)
+    return out
+
+
 @dataclass(frozen=True)
 class Numerics:
     eps: float = 0.0

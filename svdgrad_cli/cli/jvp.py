@@ -17,7 +17,10 @@ EPILOG = """\
 
   $ svdgrad jvp data.h5:/A - --values-only --only dS -o dS.npy < dA.npy
 
-Writes U, S, Vh, dU, dS, dVh (S and dS with --values-only).
+  $ svdgrad jvp A.npy dA.npy --rank 3 --solver iterative -o out.npz
+
+Writes U, S, Vh, dU, dS, dVh (S and dS with --values-only); with --rank R the top R triplets,
+err, their tangents and derr.
 """
 
 A_ARG = Annotated[
@@ -52,17 +55,34 @@ def jvp(
     degeneracy_tol: c.DegTolOpt = None,
     rank_tol: c.RankTolOpt = None,
     chunk: c.ChunkOpt = None,
+    rank: c.RankOpt = None,
+    solver: c.SolverOpt = None,
 ) -> None:
     """Forward mode: the derivative of A = U diag(S) Vh along the tangent DA.
 
     Where DA splits a block of equal singular values, U and Vh come in the basis DA selects
     inside the block and dS holds the block's eigenvalues (degenerate perturbation theory), with
-    a warning.
+    a warning. --rank R: the top R triplets and the truncation error err, with their tangents
+    (dU, dS, dVh, derr); a cut inside a degenerate pair (s_R = s_R+1) exits 1.
     """
-    names = ["S", "dS"] if values_only else ["U", "S", "Vh", "dU", "dS", "dVh"]
+    solver_name = c.truncation_args(rank, solver, full)
+    primal_names = ["S"] if values_only else ["U", "S", "Vh"]
+    if rank is not None:
+        primal_names.append("err")
+    names = primal_names + ["d" + name for name in primal_names]
     c.check_output_args(output, only, names)
     numerics = c.Numerics(eps, degeneracy_tol, rank_tol)
     kwargs = dict(full_matrices=full, compute_uv=not values_only, return_info=True)
+    if rank is not None:
+        kwargs.update(rank=rank, solver=solver_name)
+
+    def on_info(info) -> None:
+        if rank is not None:
+            c.cut_check(info, rank)
+
+    def report(info, dtype) -> None:
+        if rank is not None:
+            c.solver_warnings(info, dtype)
 
     def compute(arrays):
         from ..api import svd_jvp
@@ -76,6 +96,8 @@ def jvp(
     if plan is not None:
         with plan:
             c.check_trailing_shape(plan.A, plan.get("DA"), "DA", plan.A.shape[-2:], "the tangent")
+            if rank is not None:
+                c.check_rank(rank, plan.A.shape)
             dev = c.resolve_device(device)
             infos = _stream.run(
                 plan,
@@ -85,24 +107,29 @@ def jvp(
                 inputs=[a, da],
                 prepare=lambda x: {k: c.as_complex(v) for k, v in x.items()} if complex_ else x,
                 compute=compute,
-                on_info=lambda info: None,
+                on_info=on_info,
                 label="jvp",
                 complex_work=complex_,
             )
         merged = _stream.merge_infos(infos)
         c.tolerance_warnings(merged, numerics)
         degenerate_warning(merged, plan.A.dtype, plan.A.shape, values_only)
+        report(c.merge_truncation(infos), plan.A.dtype)
         return
     arrays = c.read_inputs([("A", a, False), ("DA", da, False)])
     A, dA = arrays["A"], arrays["DA"]
     if complex_:
         A, dA = c.as_complex(A), c.as_complex(dA)
     c.check_trailing_shape(A, dA, "DA", A.shape[-2:], "the tangent")
+    if rank is not None:
+        c.check_rank(rank, A.shape)
     dev = c.resolve_device(device)
     results, info = compute({"A": A, "DA": dA})
     results = c.to_numpy(results)  # waits for the device: all computing is done here
+    on_info(info)
     c.tolerance_warnings(info, numerics)
     degenerate_warning(info, results["S"].dtype, A.shape, values_only)
+    report(info, results["S"].dtype)
     c.deliver(results, output, only, inputs=[a, da])
 
 

@@ -17,11 +17,15 @@ EPILOG = """\
 
   $ svdgrad vjp A.npy --factors f.npz --gU gU.npy --gS gS.npy -o grad.npz
 
+  $ svdgrad svd A.npy --rank 3 -o f3.npz
+
+  $ svdgrad vjp A.npy --rank 3 --factors f3.npz --gU gU3.npy -o grad3.npz
+
 """
 EPILOG += (
     "Writes U, S, Vh (S alone with --values-only), as jax.numpy.linalg.svd computes them: the "
     "factors that 'svdgrad vjp --factors' takes, with the signs and phases your cotangents pair"
-    " with."
+    " with. With --rank R: the top R triplets and err, the truncation error."
 )
 
 ValuesOnlyOpt = Annotated[
@@ -39,12 +43,18 @@ def svd(
     output: c.OutputOpt = None,
     only: c.OnlyOpt = None,
     chunk: c.ChunkOpt = None,
+    rank: c.RankOpt = None,
+    solver: c.SolverOpt = None,
 ) -> None:
     """The singular value decomposition A = U diag(S) Vh.
 
     Thin by default (U is m x k, Vh is k x n, k = min(m, n)); --full for U m x m and Vh n x n.
+    --rank R: the top R triplets and the truncation error err = ||A - U S Vh||_F.
     """
+    solver_name = c.truncation_args(rank, solver, full)
     names = ["S"] if values_only else ["U", "S", "Vh"]
+    if rank is not None:
+        names.append("err")
     c.check_output_args(output, only, names)
 
     def prepare(arrays: dict) -> dict:
@@ -56,16 +66,51 @@ def svd(
         from ..api import svd as _svd
 
         A = arrays["A"]
+        if rank is not None:
+            return truncated(A)
         if dev is not None:
             A = jax.device_put(A, dev)
         out = _svd(A, full_matrices=full, compute_uv=not values_only)
         return dict(zip(names, out if not values_only else (out,), strict=True)), {}
 
+    def truncated(A):
+        """The top R triplets and err; the Diagnostics of the cut come from svd_jvp along a
+        zero tangent (truncated_svd returns none), which adds a solve with a zero right-hand
+        side."""
+        import numpy as np
+
+        from ..api import svd_jvp
+
+        primals, _, info = svd_jvp(
+            A,
+            np.zeros((1,) * (A.ndim - 2) + A.shape[-2:], A.dtype),
+            rank=rank,
+            solver=solver_name,
+            compute_uv=not values_only,
+            device=dev,
+            return_info=True,
+        )
+        return dict(zip(names, primals, strict=True)), info._asdict()
+
+    def report(info, dtype) -> None:
+        text = c.cut_text(info, rank) if rank is not None else None
+        if text is not None:
+            c.warn(
+                f"{text}: they are written (any choice inside the pair is a top-{rank} SVD), "
+                "but 'svdgrad jvp' and 'svdgrad vjp' refuse this --rank; choose another for "
+                "derivatives"
+            )
+        if rank is not None:
+            c.solver_warnings(info, dtype)
+
     plan = _stream.open_plan(output, chunk, {"A": (a, False)})
     if plan is not None:
         with plan:
+            if rank is not None:
+                c.check_rank(rank, plan.A.shape)
+            dtype = plan.A.dtype
             dev = c.resolve_device(device)
-            _stream.run(
+            infos = _stream.run(
                 plan,
                 chunk=chunk,
                 output=output,
@@ -77,9 +122,13 @@ def svd(
                 label="svd",
                 complex_work=complex_,
             )
+        report(c.merge_truncation(infos), dtype)
         return
     arrays = prepare(c.read_inputs([("A", a, False)]))
+    if rank is not None:
+        c.check_rank(rank, arrays["A"].shape)
     dev = c.resolve_device(device)
-    results, _ = compute(arrays)
+    results, info = compute(arrays)
     results = c.to_numpy(results)  # waits for the device: all computing is done here
+    report(info, results["S"].dtype)
     c.deliver(results, output, only, inputs=[a])

@@ -22,11 +22,16 @@ EPILOG = """\
 
   $ svdgrad vjp A.npy --factors f.npz --gU gU.npy --gS gS.npy -o grad.npz
 
+  $ svdgrad svd A.npy --rank 3 -o f3.npz
+
+  $ svdgrad vjp A.npy --rank 3 --factors f3.npz --gU gU3.npy --gerr 1 -o grad3.npz
+
 """
 EPILOG += (
     "Writes gA (the cotangent of A) and S. A missing cotangent is zero. With --factors the "
     "cotangents pair with the given U, S, Vh (their signs and phases), whose shapes decide thin"
-    " or full."
+    " or full. With --rank R the cotangents are those of the top R triplets and of the "
+    "truncation error (--gerr)."
 )
 
 
@@ -42,9 +47,20 @@ def _cot(name: str, shape: str) -> object:
     ]
 
 
-GU_OPT = _cot("gU", "(..., m, k), or (..., m, m) with --full")
-GS_OPT = _cot("gS", "(..., k)")
-GVH_OPT = _cot("gVh", "(..., k, n), or (..., n, n) with --full")
+GU_OPT = _cot("gU", "(..., m, k), (..., m, m) with --full, (..., m, R) with --rank R")
+GS_OPT = _cot("gS", "(..., k), or (..., R) with --rank R")
+GVH_OPT = _cot("gVh", "(..., k, n), (..., n, n) with --full, (..., R, n) with --rank R")
+GERR_OPT = Annotated[
+    str | None,
+    typer.Option(
+        "--gerr",
+        metavar="G",
+        show_default=False,
+        rich_help_panel=c._TRUNC,
+        help="With --rank: cotangent of the truncation error err = ||A - U S Vh||_F, one real "
+        "value per matrix: a number, or a SOURCE of A's batch shape (...).",
+    ),
+]
 
 FACTORS_OPT = Annotated[
     str | None,
@@ -55,7 +71,7 @@ FACTORS_OPT = Annotated[
         help="The U, S, Vh the cotangents were computed from: PATH.npz or PATH.h5[:/GROUP] "
         "holding datasets U, S and Vh, as 'svdgrad svd' and 'svdgrad jvp' write them (or "
         "numpy's, torch's: any signs or phases). They must factor A; no SVD is computed. Thin "
-        "or full follows their shapes.",
+        "or full follows their shapes; with --rank R, the top R triplets.",
     ),
 ]
 FULL_OPT = Annotated[
@@ -88,21 +104,33 @@ def vjp(
     rank_tol: c.RankTolOpt = None,
     allow_gauge_dependence: c.AllowGaugeOpt = False,
     chunk: c.ChunkOpt = None,
+    rank: c.RankOpt = None,
+    solver: c.SolverOpt = None,
+    gerr: GERR_OPT = None,  # type: ignore[valid-type]
 ) -> None:
     """Reverse mode: the cotangent gA of A from cotangents of U, S and Vh.
 
-    At least one of --gU, --gS, --gVh is required; with --values-only only --gS.
+    At least one of --gU, --gS, --gVh is required (or --gerr with --rank); with --values-only
+    only --gS (and --gerr). --rank R: the cotangents are those of the top R triplets and of the
+    truncation error; a cut inside a degenerate pair (s_R = s_R+1) exits 1.
     """
+    solver_name = c.truncation_args(rank, solver, full)
+    if gerr is not None and rank is None:
+        raise c.UsageProblem(
+            "--gerr: is the cotangent of the truncation error err, which only the truncated SVD "
+            "has; add --rank R (or drop --gerr)"
+        )
     if values_only and (gu is not None or gvh is not None):
         given = " and ".join(n for n, v in (("--gU", gu), ("--gVh", gvh)) if v is not None)
         raise c.UsageProblem(
             f"{given}: --values-only computes S alone, so only --gS is accepted; "
             "drop --values-only or the U/Vh cotangents"
         )
-    if gu is None and gs is None and gvh is None:
+    if gu is None and gs is None and gvh is None and gerr is None:
         raise c.UsageProblem(
             "no cotangent given; pass at least one of --gU, --gS, --gVh "
-            "(a missing one counts as zero)"
+            + ("or --gerr " if rank is not None else "")
+            + "(a missing one counts as zero)"
         )
     names = ["gA", "S"]
     c.check_output_args(output, only, names)
@@ -125,12 +153,29 @@ def vjp(
             )
         return arrays
 
+    def check_rank_factor_shapes(A, U, S, Vh, label) -> None:
+        """Factors of the top --rank triplets: U (..., m, R), S (..., R), Vh (..., R, n)."""
+        m, n = A.shape[-2:]
+        for name, X, core in (("S", S, (rank,)), ("U", U, (m, rank)), ("Vh", Vh, (rank, n))):
+            if len(X.shape) < len(core) or tuple(X.shape[len(X.shape) - len(core) :]) != core:
+                want = "(..., " + ", ".join(map(str, core)) + ")"
+                raise c.UsageProblem(
+                    f"{label}: {name} has shape {tuple(X.shape)}, but the top {rank} triplets of "
+                    f"A of shape {tuple(A.shape)} need {want}; pass the factors 'svdgrad svd "
+                    f"--rank {rank}' writes for this A"
+                )
+            c.check_trailing_shape(A, X, f"--factors {name}", core, f"the {name}")
+        state["full"] = False
+
     def check_factor_shapes(A, get) -> None:
         """The factors' shapes against A's; sets state["full"] from them."""
         m, n = A.shape[-2:]
         k = min(m, n)
         U, S, Vh = (get(key) for key in fkeys)
         label = f"--factors '{factors}'"
+        if rank is not None:
+            check_rank_factor_shapes(A, U, S, Vh, label)
+            return
         for name, X, rows, cols, want in (
             ("S", S, (), (k,), f"(..., {k})"),
             ("U", U, (m,), (k, m), f"(..., {m}, {k}) or (..., {m}, {m})"),
@@ -138,9 +183,15 @@ def vjp(
         ):
             core = len(X.shape) - (2 if rows else 1)
             if core < 0 or (rows and X.shape[-2] not in rows) or X.shape[-1] not in cols:
+                r = S.shape[-1] if len(S.shape) else 0
+                hint = (
+                    f" (or add --rank {r} for the top {r} triplets 'svdgrad svd --rank {r}' writes)"
+                    if 1 <= r < k and U.shape[-1:] == (r,) and Vh.shape[-2:-1] == (r,)
+                    else ""
+                )
                 raise c.UsageProblem(
                     f"{label}: {name} has shape {tuple(X.shape)}, but A of shape {tuple(A.shape)} "
-                    f"needs {want}; pass the factors of this A"
+                    f"needs {want}; pass the factors of this A{hint}"
                 )
             c.check_trailing_shape(A, X, f"--factors {name}", X.shape[core:], f"the {name}")
         if m > n:
@@ -161,20 +212,35 @@ def vjp(
         if factors is not None:
             check_factor_shapes(A, get)
         m, n = A.shape[-2:]
-        k = min(m, n)
+        if rank is not None:
+            c.check_rank(rank, A.shape)
+        k = min(m, n) if rank is None else rank
         ku, kv = (m, n) if state["full"] else (k, k)
         expected = {"--gU": (m, ku), "--gS": (k,), "--gVh": (kv, n)}
         for name in cots:
             if get(name) is not None:
                 what = f"the {name[3:]}"
-                if factors is not None and name != "--gS":
+                if rank is not None:
+                    what += f" of the top {rank} triplets"
+                elif factors is not None and name != "--gS":
                     what += f" of the {'full' if state['full'] else 'thin'} --factors"
                 c.check_trailing_shape(A, get(name), name, expected[name], what)
+        if gerr_value is not None:
+            try:
+                np.broadcast_shapes(A.shape[:-2], gerr_value.shape)
+            except ValueError:
+                raise c.UsageProblem(
+                    f"--gerr: has shape {gerr_value.shape}, but err has one value per matrix of "
+                    f"A's batch {tuple(A.shape[:-2])}; pass an array of that shape (or a number)"
+                ) from None
 
     def compute(arrays: dict):
         from ..api import svd_vjp
 
         given = tuple(arrays[key] for key in fkeys) if factors is not None else None
+        truncation = {}
+        if rank is not None:
+            truncation = dict(rank=rank, solver=solver_name, gerr=arrays.get("--gerr"))
         try:
             gA, info = svd_vjp(
                 arrays["A"],
@@ -188,6 +254,7 @@ def vjp(
                 device=dev,
                 return_info=True,
                 **numerics.kwargs(),
+                **truncation,
             )
         except ValueError as exc:
             if given is not None and str(exc).startswith("factors"):
@@ -219,9 +286,16 @@ def vjp(
         if problem is not None:
             c.warn(f"{problem}; the result is the transpose of the JVP's gauge choice")
 
+    def on_info(info) -> None:
+        if rank is not None:
+            c.cut_check(info, rank)
+        gauge_check(info)
+
     sources = {"A": (a, False), "--gU": (gu, False), "--gS": (gs, True), "--gVh": (gvh, False)}
     sources.update({key: (fsources[key[10:]], key == "--factors S") for key in fkeys if fsources})
-    inputs = [a, gu, gs, gvh, *fsources.values()]
+    inputs = [a, gu, gs, gvh, *fsources.values(), gerr]
+    c.check_single_stdin([spec for spec, _ in sources.values()] + [gerr], [*sources, "--gerr"])
+    gerr_value = read_gerr(gerr) if gerr is not None else None
 
     def set_dtype(*dtypes) -> None:
         """Complex work if any is complex; the gauge limit of the least precise (float32
@@ -231,6 +305,11 @@ def vjp(
         state["limit"] = max(c.gauge_tolerance(np.finfo(d).dtype) for d in dtypes)
 
     plan = _stream.open_plan(output, chunk, sources)
+    if plan is not None and gerr_value is not None and gerr_value.ndim > plan.A.ndim - 2:
+        plan.close()  # --gerr adds batch dimensions: A's chunks cannot carry it
+        plan = None
+        if chunk is not None:
+            c.warn("--chunk: --gerr has more batch dimensions than A; computing in memory")
     if plan is not None:
         with plan:
             check_shapes(plan.A, plan.get)
@@ -242,24 +321,75 @@ def vjp(
                 output=output,
                 only=only,
                 inputs=inputs,
-                prepare=prepare,
+                prepare=gerr_chunks(prepare, gerr_value, plan.A.ndim - 2, plan.batch),
                 compute=compute,
-                on_info=gauge_check,
+                on_info=on_info,
                 label="vjp",
                 complex_work=complex_,
             )
         merged = _stream.merge_infos(infos)
         c.tolerance_warnings(merged, numerics)
         gauge_warning(merged)
+        if rank is not None:
+            c.solver_warnings(c.merge_truncation(infos), plan.A.dtype)
         return
 
     arrays = prepare(c.read_inputs([(name, spec, vec) for name, (spec, vec) in sources.items()]))
     check_shapes(arrays["A"], arrays.get)
+    if gerr_value is not None:
+        arrays["--gerr"] = gerr_value
     dev = c.resolve_device(device)
     results, info = compute(arrays)
     results = c.to_numpy(results)  # all computing is done here
+    if rank is not None:
+        c.cut_check(info, rank)
+        c.solver_warnings(info, results["gA"].dtype)
     c.tolerance_warnings(info, numerics)
     set_dtype(results["gA"].dtype, *[arrays[k].dtype for k in fkeys if k in arrays])
     gauge_check(info)
     gauge_warning(info)
     c.deliver(results, output, only, inputs=inputs)
+
+
+def read_gerr(spec: str) -> np.ndarray:
+    """--gerr: a number, or a SOURCE of real values, one per matrix (A's batch shape)."""
+    try:
+        value = float(spec)
+    except ValueError:
+        pass
+    else:
+        if not np.isfinite(value):
+            raise c.UsageProblem(f"--gerr {spec}: must be a finite number")
+        return np.asarray(value)
+    try:
+        arr = c.read_inputs([("--gerr", spec, True)])["--gerr"]
+    except c.InputError as exc:
+        if "scalar (0-D)" not in str(exc):
+            raise
+        raise c.UsageProblem(
+            f"--gerr '{spec}': holds a single number; pass the number itself (--gerr 0.5), or a "
+            "file of one value per matrix of A's batch"
+        ) from None
+    if np.iscomplexobj(arr):
+        raise c.UsageProblem(f"--gerr '{spec}': is complex, but err is real; pass real values")
+    return arr
+
+
+def gerr_chunks(prepare, gerr: np.ndarray | None, batch_nd: int, batch: int):
+    """``prepare`` that adds each chunk's part of --gerr (chunks come in order along A's first
+    axis); a --gerr that broadcasts along that axis goes whole to every chunk."""
+    if gerr is None:
+        return prepare
+    cut = gerr.ndim == batch_nd and gerr.shape[0] == batch and batch != 1
+    start = [0]
+
+    def wrapped(arrays: dict) -> dict:
+        arrays = prepare(arrays)
+        if not cut:
+            return dict(arrays, **{"--gerr": gerr})
+        count = arrays["A"].shape[0]
+        part = gerr[start[0] : start[0] + count]
+        start[0] += count
+        return dict(arrays, **{"--gerr": part})
+
+    return wrapped
