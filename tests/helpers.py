@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-# Relative tolerances keyed by dtype: "ref" against JAX and the identities, "exact" against
-# exact arithmetic or the same formula evaluated another way (rounding level), "fd" against
-# gauge-aligned central finite differences (truncation error of the step).
-TOL = {
-    np.dtype("float64"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
-    np.dtype("complex128"): {"ref": 1e-10, "exact": 1e-12, "fd": 1e-6},
-    np.dtype("float32"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
-    np.dtype("complex64"): {"ref": 2e-4, "exact": 1e-5, "fd": 2e-3},
-}
+from svdgrad_cli.check.tolerances import TOL
+
+# The one tolerance table, shared with `svdgrad check` (svdgrad_cli/check/tolerances.py), keyed
+# by dtype: "ref" against JAX and the identities, "exact" against exact arithmetic or the same
+# formula evaluated another way (rounding level), "fd" against gauge-aligned central finite
+# differences (truncation error of the step), "against" for another implementation's results.
+__all__ = ["TOL", "GAUGE_DETECTED", "tol", "random_matrix", "randn", "assert_close", "fd_grad"]
 
 # a gauge dependence of this relative size or more must be reported
 GAUGE_DETECTED = 1e-3
