@@ -167,3 +167,200 @@ def test_results_can_go_into_the_input_h5(tmp_path, stack, chunk):
     # but never over an input dataset
     code, out = _run("vjp", f"{stack}:/grads/gA", "--gS", f"{stack}:/gS", "-o", f"{stack}:/grads")
     assert code == 2 and "would overwrite the input dataset" in out
+
+
+# --------------------------------------------------------------------------- _stream.execute
+
+
+def _values(arrays, device):
+    """A compute for execute: singular values by NumPy, with a made-up info per chunk."""
+    A = arrays["A"] + arrays.get("B", 0.0)
+    return {"S": np.linalg.svd(A, compute_uv=False), "n": np.ones(A.shape[:-2])}, {
+        "degenerate_pairs": np.int64(A.shape[0] if A.ndim > 2 else 1),
+        "gauge_relative": np.float64(A.ndim),
+    }
+
+
+@pytest.mark.parametrize(
+    "dest, chunk, streamed",
+    [("m.npz", None, False), ("s.h5:/r", 4, True), ("d.h5", None, True), ("o.npy", None, False)],
+)
+def test_execute_one_code_path(tmp_path, stack, dest, chunk, streamed):
+    """In memory, the inputs are one chunk; streamed, several: the same callbacks either way."""
+    from svdgrad_cli.cli import _stream
+
+    calls = {"check": [], "compute": 0, "info": 0, "prepare": 0}
+
+    def check(plan):
+        calls["check"].append((tuple(plan.A.shape), tuple(plan.get("B").shape), plan.streamed))
+        assert plan.get("C") is None
+
+    def prepare(arrays):
+        calls["prepare"] += 1
+        return arrays
+
+    def compute(arrays, device):
+        calls["compute"] += 1
+        assert device is not None
+        return _values(arrays, device)
+
+    def on_info(info):
+        calls["info"] += 1
+
+    out = _stream.execute(
+        {"A": (f"{stack}:/A", False), "B": (f"{tmp_path}/dA2.npy", False), "C": (None, False)},
+        compute,
+        output=str(tmp_path / dest),
+        only="S" if dest.endswith(".npy") else None,
+        chunk=chunk,
+        device="cpu",
+        label="test",
+        check=check,
+        prepare=prepare,
+        on_info=on_info,
+    )
+    assert out.streamed is streamed and out.shape == (11, 5, 3) and out.dtype == np.float64
+    assert calls["check"] == [((11, 5, 3), (5, 3), streamed)]
+    chunks = 3 if chunk == 4 else 1
+    assert calls["compute"] == calls["prepare"] == calls["info"] == len(out.infos) == chunks
+    assert out.info["degenerate_pairs"] == 11 and out.info["gauge_relative"] == 3.0
+    with h5py.File(stack, "r") as f:
+        want = np.linalg.svd(f["A"][()] + np.load(tmp_path / "dA2.npy"), compute_uv=False)
+    if dest.endswith(".npz"):
+        got = np.load(tmp_path / dest)["S"]
+    elif dest.endswith(".npy"):
+        got = np.load(tmp_path / dest)
+    else:
+        path, _, group = dest.partition(":")
+        got = _h5(tmp_path / path, group or "/")["S"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dest, chunk", [("m.npz", None), ("s.h5", 2)])
+def test_execute_aborts_before_writing(tmp_path, stack, dest, chunk):
+    """A check or an info that raises stops the run: nothing is computed after it, nothing
+    written."""
+    from svdgrad_cli.cli import _stream
+
+    computed = []
+
+    def compute(arrays, device):
+        computed.append(1)
+        return _values(arrays, device)
+
+    def bad_shape(plan):
+        raise _common.UsageProblem("B: wrong shape")
+
+    kw = dict(output=str(tmp_path / dest), only=None, chunk=chunk, device="cpu", label="t")
+    sources = {"A": (f"{stack}:/A", False)}
+    with pytest.raises(_common.UsageProblem):
+        _stream.execute(sources, compute, check=bad_shape, **kw)
+    assert computed == []
+
+    def gauge(info):
+        raise _common.ComputeProblem("the cotangents do not determine the gradient")
+
+    with pytest.raises(_common.ComputeProblem):
+        _stream.execute(sources, compute, on_info=gauge, **kw)
+    assert len(computed) <= 2  # the first chunk, and at most the one read ahead
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dA2.npy", "in.h5"]
+
+
+def test_execute_refuses_chunk_without_h5(tmp_path, stack):
+    from svdgrad_cli.cli import _stream
+
+    with pytest.raises(_common.UsageProblem, match="--chunk: streaming writes into an .h5"):
+        _stream.execute(
+            {"A": (f"{stack}:/A", False)},
+            _values,
+            output=str(tmp_path / "x.npz"),
+            only=None,
+            chunk=2,
+            device="cpu",
+            label="t",
+        )
+
+
+def test_execute_summary_on_a_terminal(tmp_path, stack, monkeypatch, capsys):
+    """Without -o on a terminal, the in-memory chunk's results are summarised, not written."""
+    from svdgrad_cli.cli import _stream
+
+    monkeypatch.setattr(_common, "stdout_is_terminal", lambda: True)
+    out = _stream.execute(
+        {"A": (f"{tmp_path}/dA2.npy", False)},
+        _values,
+        output=None,
+        only=None,
+        chunk=None,
+        device="cpu",
+        label="t",
+    )
+    assert not out.streamed and out.shape == (5, 3)
+    text = capsys.readouterr().out
+    assert "results (not saved" in text and "S" in text
+
+
+def test_execute_falls_back_to_memory_reading_stdin_once(tmp_path, stack, monkeypatch):
+    """An .h5 output whose inputs cannot be cut along A's first axis is computed in memory;
+    standard input, already read while planning, is not read a second time."""
+    import io
+    import sys
+    import types
+
+    from svdgrad_cli.cli import _stream
+
+    B = np.random.default_rng(5).standard_normal((3, 1, 5, 3))
+    buf = io.BytesIO()
+    np.save(buf, B)
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(buf.getvalue())))
+    out = _stream.execute(
+        {"A": (f"{stack}:/A", False), "B": ("-", False)},
+        _values,
+        output=str(tmp_path / "o.h5"),
+        only="S",
+        chunk=4,
+        device="cpu",
+        label="t",
+    )
+    assert not out.streamed
+    with h5py.File(stack, "r") as f:
+        want = np.linalg.svd(f["A"][()] + B, compute_uv=False)
+    np.testing.assert_allclose(_h5(tmp_path / "o.h5")["S"], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "w, streamed",
+    [
+        (np.arange(1.0, 12.0), True),  # one value per matrix: cut with A
+        (np.float64(2.0), True),  # one value for all: given whole to every chunk
+        (np.ones((2, 11)), False),  # more batch dimensions than A: in memory
+    ],
+    ids=["per-matrix", "scalar", "more-batch"],
+)
+def test_execute_extra_inputs(tmp_path, stack, w, streamed):
+    """Inputs already in memory (as vjp's --gerr number) follow A's chunks when they can."""
+    from svdgrad_cli.cli import _stream
+
+    seen = []
+
+    def compute(arrays, device):
+        seen.append(np.shape(arrays["w"]))
+        A = arrays["A"]
+        return {"S": np.linalg.svd(A, compute_uv=False) * arrays["w"][..., None]}, {}
+
+    out = _stream.execute(
+        {"A": (f"{stack}:/A", False)},
+        compute,
+        output=str(tmp_path / "o.h5"),
+        only=None,
+        chunk=4,
+        device="cpu",
+        label="t",
+        extra={"w": (w, 0)},
+    )
+    assert out.streamed is streamed
+    with h5py.File(stack, "r") as f:
+        want = np.linalg.svd(f["A"][()], compute_uv=False) * np.asarray(w)[..., None]
+    np.testing.assert_allclose(_h5(tmp_path / "o.h5")["S"], want, rtol=1e-12)
+    if w.ndim == 1:
+        assert seen == [(4,), (4,), (3,)]

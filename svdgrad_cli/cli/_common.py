@@ -1,12 +1,13 @@
 """What the commands share: options, reading inputs, writing results, warnings, errors.
 
 Everything that maps an exception to an exit status lives in :func:`exit_status`, used by the
-:func:`guarded` decorator around each command and by ``main()``. Nothing here imports JAX at
-module level: ``svdgrad --help`` must stay fast.
+:func:`guarded` decorator around each command and by ``main()``. Every file access goes through
+:mod:`svdgrad_cli.io`. Nothing here imports JAX at module level: ``svdgrad --help`` must stay fast.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -21,12 +22,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..arrays import (
+from ..errors import ArgumentError
+from ..io import (  # check_single_stdin, read_source, source_paths: for the commands
     InputError,
-    check_single_stdin,
+    check_single_stdin,  # noqa: F401
     describe,
-    read_source,
-    source_paths,
+    named_sources,
+    read_source,  # noqa: F401
+    read_sources,
+    source_paths,  # noqa: F401
     write_results,
 )
 
@@ -35,8 +39,26 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed, or the computation itself failed
 EXIT_USAGE = 2  # a bad call or a bad input
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 128 + 13  # standard output's reader went away (the SIGPIPE convention); no message
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _ErrConsole(Console):
+    """Standard error: once its reader is gone, the messages are dropped (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+
+
+class _OutConsole(Console):
+    """Standard output: a closed pipe is a BrokenPipeError, which ends the command quietly
+    (rich itself would exit with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+err_console = _ErrConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def out_console() -> Console:
@@ -44,7 +66,7 @@ def out_console() -> Console:
 
     Wide when the output is a file or a pipe, so that tables are not cut.
     """
-    return Console(highlight=False, width=None if stdout_is_terminal() else 160)
+    return _OutConsole(highlight=False, width=None if stdout_is_terminal() else 160)
 
 
 def stdout_is_terminal() -> bool:
@@ -71,30 +93,61 @@ def _one_line(text: object, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+#: the project's own errors for a bad call or a bad input: exit status 2
+USAGE_ERRORS: tuple[type[BaseException], ...] = (InputError, UsageProblem, ArgumentError)
+
+_OUT_OF_MEMORY = "error: out of memory while computing; use smaller inputs"
+
+
+def _computation_failed(exc: BaseException) -> bool:
+    """A failure of the numerics rather than of svdgrad's code: floating-point errors, LAPACK's
+    LinAlgError, and the runtime errors of XLA (recognised by name: JAX is not imported here)."""
+    if isinstance(exc, (ArithmeticError, np.linalg.LinAlgError)):
+        return True
+    return any(t.__name__ in ("XlaRuntimeError", "JaxRuntimeError") for t in type(exc).__mro__)
+
+
 def exit_status(exc: BaseException) -> tuple[int, str]:
-    """The exit status and the one-line message for an exception: the only such mapping."""
+    """The exit status and the one-line message for an exception: the only such mapping.
+
+    2 for the project's own errors (a bad call or input: InputError and OutputError,
+    UsageProblem, the library's ArgumentError); 1 for a result that cannot be used
+    (ComputeProblem), a failed computation, or an internal error (any other exception is a
+    bug, and the message asks for a report); 130 for an interrupt; EXIT_PIPE and no message when
+    standard output was closed by its reader.
+    """
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; no output was written"
-    if isinstance(exc, (InputError, UsageProblem)):  # OutputError is an InputError
-        return EXIT_USAGE, f"error: {_one_line(exc)}"
-    if isinstance(exc, ValueError):  # the library's argument and shape checks
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_PIPE, ""
+    if isinstance(exc, USAGE_ERRORS):  # OutputError is an InputError
         return EXIT_USAGE, f"error: {_one_line(exc)}"
     if isinstance(exc, ComputeProblem):
         return EXIT_FAILED, f"error: {_one_line(exc, 1000)}"
     if isinstance(exc, MemoryError):
-        return EXIT_FAILED, "error: out of memory while computing; use smaller inputs"
-    if isinstance(exc, BrokenPipeError):
-        return EXIT_FAILED, "error: standard output was closed before all results were written"
-    detail = _one_line(exc) or "no details"
-    return EXIT_FAILED, f"error: the computation failed ({type(exc).__name__}: {detail})"
+        return EXIT_FAILED, _OUT_OF_MEMORY
+    detail = f"{type(exc).__name__}: {_one_line(exc) or 'no details'}"
+    if _computation_failed(exc):
+        if "RESOURCE_EXHAUSTED" in str(exc):
+            return EXIT_FAILED, _OUT_OF_MEMORY
+        return EXIT_FAILED, f"error: the computation failed ({detail})"
+    if isinstance(exc, OSError):  # the system refused (a full disk, an I/O error), not a bug
+        return EXIT_FAILED, f"error: the system refused an operation ({detail})"
+    return (
+        EXIT_FAILED,
+        f"error: internal error ({detail}); please report it with the command you ran",
+    )
 
 
 def report_error(exc: BaseException) -> int:
+    """Print the one-line message for ``exc`` on standard error (none for a closed pipe);
+    return its exit status."""
     code, message = exit_status(exc)
-    try:
-        err_console.print(message, markup=False)
-    except Exception:  # stderr itself is gone; the status still tells
-        pass
+    if message:
+        try:
+            err_console.print(message, markup=False)
+        except Exception:  # stderr itself is gone; the status still tells
+            pass
     return code
 
 
@@ -369,13 +422,7 @@ class Numerics:
 
 def read_inputs(sources: Iterable[tuple[str, str | None, bool]]) -> dict[str, np.ndarray]:
     """Read (argument name, SOURCE or None, is-a-vector) triples; None sources are skipped."""
-    sources = list(sources)
-    check_single_stdin([s for _, s, _ in sources], [a for a, _, _ in sources])
-    out: dict[str, np.ndarray] = {}
-    for arg, spec, vector in sources:
-        if spec is not None:
-            out[arg] = read_source(spec, arg=arg, vector=vector)
-    return out
+    return read_sources(sources)
 
 
 def as_complex(arr: np.ndarray) -> np.ndarray:
@@ -408,62 +455,20 @@ def factor_sources(spec: str, option: str = "--factors") -> dict[str, str]:
     """The sources of U, S and Vh inside ``spec``: a .npz file, or an .h5 file or group.
 
     ``f.npz`` gives ``f.npz:U`` ...; ``out.h5:/jvp`` gives ``out.h5:/jvp/U`` ... (the root group
-    when no group is named). UsageProblem (exit 2) when the form is wrong, the file or group
-    does not exist, or one of the three is missing. Nothing is read yet.
+    when no group is named). InputError or UsageProblem (exit 2) when the form is wrong, the
+    file or group does not exist, or one of the three is missing. Nothing is read yet.
     """
     wanted = ", ".join(FACTOR_NAMES)
-    path = source_paths(spec)
-    low = str(path).lower() if path is not None else ""
-    if spec == "-" or path is None or not low.endswith((".npz", ".h5", ".hdf5")):
-        raise UsageProblem(
-            f"{option} '{spec}': needs a .npz file or PATH.h5[:/GROUP] holding {wanted} "
-            "(as 'svdgrad svd -o f.npz' writes them)"
-        )
-    inner = spec[len(str(path)) + 1 :] if len(spec) > len(str(path)) else ""
-    if not path.is_file():
-        raise UsageProblem(f"{option} '{spec}': file not found; check the path")
-    if low.endswith(".npz"):
-        if inner:
-            raise UsageProblem(
-                f"{option} '{spec}': give the .npz file alone; {wanted} are read from it by name"
-            )
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as zf:
-                present = {n[:-4] if n.endswith(".npy") else n for n in zf.namelist()}
-        except Exception as exc:
-            raise InputError(
-                f"{option} '{spec}': not a readable .npz archive ({_one_line(exc, 200)})"
-            ) from None
-        prefix = f"{path}:"
-    else:
-        import h5py
-
-        group = "/" + inner.strip("/") if inner.strip("/") else "/"
-        try:
-            with h5py.File(path, "r") as h5:
-                grp = h5.get(group)
-                if not isinstance(grp, h5py.Group):
-                    raise UsageProblem(
-                        f"{option} '{spec}': '{group}' is not a group in {path}; name the group "
-                        f"that holds {wanted}"
-                    )
-                present = {n for n in FACTOR_NAMES if isinstance(grp.get(n), h5py.Dataset)}
-        except UsageProblem:
-            raise
-        except Exception as exc:
-            raise InputError(
-                f"{option} '{spec}': cannot read as HDF5 ({_one_line(exc, 200)})"
-            ) from None
-        prefix = f"{path}:{group.rstrip('/')}/"
-    missing = [n for n in FACTOR_NAMES if n not in present]
+    found = named_sources(
+        spec, option, FACTOR_NAMES, f"{wanted} (as 'svdgrad svd -o f.npz' writes them)"
+    )
+    missing = [n for n in FACTOR_NAMES if n not in found]
     if missing:
         raise UsageProblem(
             f"{option} '{spec}': holds no {' or '.join(missing)}; it must hold {wanted} "
             "(as 'svdgrad svd' and 'svdgrad jvp' write them)"
         )
-    return {n: f"{prefix}{n}" for n in FACTOR_NAMES}
+    return found
 
 
 # --------------------------------------------------------------------------- JAX set-up

@@ -1,25 +1,56 @@
-"""Streaming a stack bigger than memory: read a chunk, compute it as one jitted batch, write it
-straight into the output .h5 datasets.
+"""One code path for svd, jvp and vjp: the inputs are a stream of chunks along A's first axis;
+each chunk is computed as one jitted batch and its results written before the next.
 
-Used by svd, jvp and vjp when the output is an .h5 file and A is a stack (ndim >= 3): the stack
-is cut along its first axis, every input with the same first axis is read chunk by chunk (.h5
-datasets are sliced, .npy files memory-mapped), and the other inputs, which broadcast, are read
-once. Peak memory is bounded by the chunk size, not by the stack size. The output file appears
-only when every chunk is written (arrays.H5StreamWriter writes to a temporary file and renames).
+:func:`execute` is what a command calls. It chooses between
+
+* streaming proper, when the output is an .h5 file and A is a stack (ndim >= 3): the stack is
+  cut along its first axis, every input with the same first axis is read chunk by chunk (.h5
+  datasets are sliced, .npy files memory-mapped), the other inputs, which broadcast, are read
+  once, and the results go straight into the output .h5 datasets. Peak memory is bounded by the
+  chunk size, not by the stack size. The output file appears only when every chunk is written
+  (io.H5StreamWriter writes to a temporary file and renames);
+* and the in-memory case (any other output, or inputs that cannot be cut): the inputs are read
+  whole and are a stream of one chunk, whose results are delivered as ``deliver`` does.
+
+Both run the same loop with the same callbacks, so a command has one code path.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..arrays import H5StreamWriter, open_source_lazy, read_source
+from ..io import (
+    H5StreamWriter,
+    array_source,
+    check_single_stdin,
+    is_h5_dest,
+    open_source_lazy,
+    parse_source,
+    read_source,
+    read_sources,
+)
+from ..io.spec import NPZ, STD
 from . import _common as c
+
+__all__ = [
+    "Outcome",
+    "Plan",
+    "available_memory",
+    "default_chunk",
+    "execute",
+    "is_h5_dest",
+    "memory_plan",
+    "merge_infos",
+    "open_plan",
+    "plan",
+    "run",
+]
 
 H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -27,12 +58,9 @@ H5_SUFFIXES = (".h5", ".hdf5")
 # (m, n) matrix of the working dtype
 _WORK_FACTOR = 24
 
-
-def is_h5_dest(output: str | None) -> bool:
-    if output is None or output == "-":
-        return False
-    path = output.rsplit(":", 1)[0] if ":" in output[2:] else output
-    return path.lower().endswith(H5_SUFFIXES)
+Arrays = dict[str, np.ndarray]
+Sources = Mapping[str, tuple[str | None, bool]]
+Extra = Mapping[str, tuple[np.ndarray, int]]
 
 
 def available_memory() -> int:
@@ -56,13 +84,23 @@ def default_chunk(batch: int, m: int, n: int, itemsize: int) -> int:
     return int(max(1, min(batch, available_memory() // 4 // per_matrix)))
 
 
+# --------------------------------------------------------------------------- plans
+
+
 @dataclass
 class Plan:
-    """What to stream: A and the inputs chunked along axis 0, and the inputs read whole."""
+    """What to compute: the inputs cut along A's first axis (``chunked``, ``batch`` rows) and
+    the inputs read whole. An in-memory plan (``streamed`` False) has every input in ``whole``
+    and is one chunk.
+
+    ``A`` and ``get(arg)`` give an input's shape, ndim and dtype (as read) whichever it is.
+    """
 
     batch: int
     chunked: dict[str, Any]
     whole: dict[str, np.ndarray] = field(default_factory=dict)
+    streamed: bool = True
+    first: str | None = None  # the argument that is A (default: the first chunked one)
 
     def close(self) -> None:
         for src in self.chunked.values():
@@ -76,6 +114,8 @@ class Plan:
 
     @property
     def A(self) -> Any:
+        if self.first is not None:
+            return self.get(self.first)
         return next(iter(self.chunked.values()))
 
     def get(self, arg: str) -> Any:
@@ -85,14 +125,42 @@ class Plan:
         return self.whole.get(arg)
 
 
-def open_plan(
-    output: str | None, chunk: int | None, sources: Mapping[str, tuple[str | None, bool]]
-) -> Plan | None:
+def _given(sources: Sources) -> list[tuple[str, str, bool]]:
+    return [(arg, spec, vec) for arg, (spec, vec) in sources.items() if spec is not None]
+
+
+def memory_plan(
+    sources: Sources, read: Mapping[str, np.ndarray] | None = None, extra: Extra | None = None
+) -> Plan:
+    """Every input read whole: a plan of one chunk. The first source is A.
+
+    read: inputs already read whole (by a streaming plan that fell back); they are not read
+    again (standard input cannot be). extra: inputs already in memory, as for :func:`execute`.
+    """
+    items = _given(sources)
+    read = dict(read or {})
+    arrays = read_sources([item for item in items if item[0] not in read])
+    arrays = {arg: read[arg] if arg in read else arrays[arg] for arg, _, _ in items}
+    arrays.update({arg: arr for arg, (arr, _) in (extra or {}).items()})
+    return Plan(1, {}, arrays, streamed=False, first=items[0][0])
+
+
+def open_plan(output: str | None, chunk: int | None, sources: Sources) -> Plan | None:
     """The streaming plan when the output is an .h5 file and A is a stack, else None.
 
     --chunk without an .h5 output is a usage error; --chunk with inputs that cannot be cut
     along A's first axis falls back to computing in memory, with a warning.
     """
+    return _open_plan(output, chunk, sources, {})
+
+
+def _open_plan(
+    output: str | None,
+    chunk: int | None,
+    sources: Sources,
+    read: dict[str, np.ndarray],
+    extra: Extra | None = None,
+) -> Plan | None:
     if not is_h5_dest(output):
         if chunk is not None:
             raise c.UsageProblem(
@@ -100,7 +168,7 @@ def open_plan(
                 "--chunk"
             )
         return None
-    p = plan(sources)
+    p = _plan(sources, read, extra)
     if p is None and chunk is not None:
         c.warn(
             "--chunk: A is not a stack whose first axis the other inputs share; computing in memory"
@@ -108,39 +176,53 @@ def open_plan(
     return p
 
 
-def plan(sources: Mapping[str, tuple[str | None, bool]]) -> Plan | None:
+def plan(sources: Sources) -> Plan | None:
     """A streaming plan for {argument: (SOURCE or None, is-a-vector)}, the first being A.
 
     None when A is not a stack, or when another input has batch dimensions that cannot be cut
-    along A's first axis (it then takes the ordinary in-memory path).
+    along A's first axis (it then takes the in-memory path).
     """
-    items = [(arg, spec, vec) for arg, (spec, vec) in sources.items() if spec is not None]
-    c.check_single_stdin([s for _, s, _ in items], [a for a, _, _ in items])
+    return _plan(sources, {})
+
+
+def _open_source(spec: str, arg: str, vector: bool, read: dict[str, np.ndarray]) -> Any:
+    """A source to cut along its first axis: .npy and .h5 files lazily; vectors (small), .npz
+    members and standard input (which cannot be sliced) read whole now, and kept in ``read``."""
+    if vector or parse_source(spec, arg).kind in (STD, NPZ):
+        read[arg] = read_source(spec, arg=arg, vector=vector)
+        return array_source(read[arg], spec, arg, vector=vector)
+    return open_source_lazy(spec, arg=arg)
+
+
+def _plan(sources: Sources, read: dict[str, np.ndarray], extra: Extra | None = None) -> Plan | None:
+    """plan(); what it read whole is left in ``read`` (for the in-memory path, when None)."""
+    items = _given(sources)
+    check_single_stdin([s for _, s, _ in items], [a for a, _, _ in items])
     arg_a, spec_a, _ = items[0]
     if spec_a == "-":
         return None
-    A = open_source_lazy(spec_a, arg=arg_a)
+    A = _open_source(spec_a, arg_a, False, read)
     if A.ndim < 3:
         A.close()
         return None
-    result = Plan(A.shape[0], {arg_a: A})
-    try:
+    result = Plan(A.shape[0], {arg_a: A}, first=arg_a)
+
+    def others() -> Iterator[tuple[str, int, Any]]:
+        """(argument, its core dimensions, its source), opened one at a time."""
         for arg, spec, vector in items[1:]:
-            core = 1 if vector else 2
-            if spec == "-" or vector:  # small, or a stream: read it now
-                src = _InMemory(read_source(spec, arg=arg, vector=vector))
-            else:
-                src = open_source_lazy(spec, arg=arg)
+            yield arg, 1 if vector else 2, _open_source(spec, arg, vector, read)
+        for arg, (arr, core) in (extra or {}).items():
+            yield arg, core, array_source(arr, arg, arg, core=core)
+
+    try:
+        for arg, core, src in others():
             batch_nd = len(src.shape) - core
             if batch_nd == A.ndim - 2 and src.shape[0] == A.shape[0] and A.shape[0] != 1:
                 result.chunked[arg] = src
             elif batch_nd < A.ndim - 2 or (batch_nd == A.ndim - 2 and src.shape[0] == 1):
                 # broadcasts against every chunk: read it once
-                if isinstance(src, _InMemory):
-                    result.whole[arg] = src.arr
-                else:
-                    with src:
-                        result.whole[arg] = src.read(0, src.batch_len)
+                with src:
+                    result.whole[arg] = src.read(0, src.batch_len)
             else:
                 src.close()
                 result.close()
@@ -151,20 +233,50 @@ def plan(sources: Mapping[str, tuple[str | None, bool]]) -> Plan | None:
     return result
 
 
-class _InMemory:
-    """An input already in memory, sliced along its first axis like a LazySource."""
+# --------------------------------------------------------------------------- sinks
 
-    def __init__(self, arr: np.ndarray):
-        self.arr = arr
-        self.shape = arr.shape
-        self.ndim = arr.ndim
-        self.dtype = arr.dtype
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return self.arr[start:stop]
+class _H5Sink:
+    """Each chunk's rows straight into the .h5 datasets (created at the first chunk)."""
 
-    def close(self) -> None:
-        pass
+    def __init__(self, output: str, only: str | None, inputs: list[str | None], batch: int):
+        self.output, self.only, self.inputs, self.batch = output, only, inputs, batch
+        self.writer: H5StreamWriter | None = None
+
+    def write(self, start: int, count: int, host: Arrays) -> None:
+        if self.writer is None:
+            names = [self.only] if self.only is not None else list(host)
+            specs = {k: ((self.batch,) + host[k].shape[1:], host[k].dtype) for k in names}
+            self.writer = H5StreamWriter(self.output, specs, inputs=self.inputs)
+            self.writer.__enter__()
+        for name in self.writer.specs:
+            self.writer.write(name, start, host[name][:count])
+
+    def abort(self, exc: BaseException) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(type(exc), exc, exc.__traceback__)
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(None, None, None)
+
+
+class _MemorySink:
+    """The one chunk's results, delivered at the end (to DEST, a pipe, or a summary)."""
+
+    def __init__(self, output: str | None, only: str | None, inputs: list[str | None]):
+        self.output, self.only, self.inputs = output, only, inputs
+        self.results: Arrays | None = None
+
+    def write(self, start: int, count: int, host: Arrays) -> None:
+        self.results = host
+
+    def abort(self, exc: BaseException) -> None:
+        self.results = None
+
+    def finish(self) -> None:
+        if self.results is not None:
+            c.deliver(self.results, self.output, self.only, self.inputs)
 
 
 class _LazyProgress:
@@ -206,43 +318,41 @@ class _LazyProgress:
             self.bar.stop()
 
 
-def run(
-    p: Plan,
-    *,
-    chunk: int | None,
-    output: str,
-    only: str | None,
-    inputs: list[str | None],
-    prepare: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-    compute: Callable[[dict[str, np.ndarray]], tuple[dict[str, Any], Mapping[str, Any]]],
-    on_info: Callable[[Mapping[str, Any]], None],
-    label: str,
-    complex_work: bool = False,
-) -> list[Mapping[str, Any]]:
-    """Stream every chunk through ``compute`` into ``output``; returns each chunk's info.
+# --------------------------------------------------------------------------- the loop
 
-    prepare: turns the raw arrays of a chunk into the arrays the rules take (complex casts);
-    compute: returns (results by output name, info) for a chunk, as device arrays;
-    on_info: called with each chunk's info once it is on the host (may raise to abort);
-    complex_work: the chunk is computed in complex arithmetic (--complex), for the default size.
-    """
-    A0 = next(iter(p.chunked.values()))
-    B = p.batch
-    m, n = A0.shape[-2:]
-    work = np.result_type(A0.dtype, np.complex64) if complex_work else np.dtype(A0.dtype)
+
+def _chunk_size(p: Plan, chunk: int | None, complex_work: bool) -> int:
+    if not p.streamed:
+        return 1
+    A = p.A
+    m, n = A.shape[-2:]
+    work = np.result_type(A.dtype, np.complex64) if complex_work else np.dtype(A.dtype)
     itemsize = np.dtype(work).itemsize  # a complex dtype's itemsize counts both parts
-    size = chunk if chunk is not None else default_chunk(B, m, n, itemsize)
-    size = max(1, min(size, B))
+    size = chunk if chunk is not None else default_chunk(p.batch, m, n, itemsize)
+    return max(1, min(size, p.batch))
+
+
+def _loop(
+    p: Plan,
+    size: int,
+    prepare: Callable[[Arrays], Arrays],
+    compute: Callable[[Arrays], tuple[Mapping[str, Any], Mapping[str, Any]]],
+    on_info: Callable[[Mapping[str, Any]], None],
+    sink: _H5Sink | _MemorySink,
+    label: str,
+) -> list[Mapping[str, Any]]:
+    """Every chunk through prepare, compute, on_info and the sink; the next chunk is read while
+    the device works on this one. On any exception the sink is aborted (nothing written)."""
+    B = p.batch
     infos: list[Mapping[str, Any]] = []
 
-    def read(start: int) -> tuple[int, dict[str, np.ndarray]]:
+    def read(start: int) -> tuple[int, Arrays]:
         stop = min(B, start + size)
         arrays = {arg: src.read(start, stop) for arg, src in p.chunked.items()}
         arrays.update(p.whole)
         return stop - start, prepare(arrays)
 
     progress = _LazyProgress(B, label)
-    writer = None
     try:
         count, arrays = read(0)
         pending = compute(arrays)
@@ -250,19 +360,12 @@ def run(
         while pending is not None:
             results, info = pending
             nxt = start + count
-            # read the next chunk while the device works on this one
             next_chunk = read(nxt) if nxt < B else None
-            host = c.to_numpy(results)
+            host = c.to_numpy(results)  # waits for the device
             info = {k: np.asarray(v) for k, v in info.items()}
             on_info(info)
             infos.append(info)
-            if writer is None:
-                names = [only] if only is not None else list(host)
-                specs = {k: ((B,) + host[k].shape[1:], host[k].dtype) for k in names}
-                writer = H5StreamWriter(output, specs, inputs=inputs)
-                writer.__enter__()
-            for name in writer.specs:
-                writer.write(name, start, host[name][:count])
+            sink.write(start, count, host)
             progress.update(nxt)
             start = nxt
             if next_chunk is None:
@@ -272,14 +375,135 @@ def run(
                 pending = compute(arrays)
     except BaseException as exc:
         progress.close()
-        if writer is not None:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
+        sink.abort(exc)
         raise
+    progress.close()
+    sink.finish()
+    return infos
+
+
+def _identity(arrays: Arrays) -> Arrays:
+    return arrays
+
+
+def _ignore(info: Mapping[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class Outcome:
+    """What :func:`execute` computed: each chunk's info, A's shape and dtype (as read), and
+    whether it streamed."""
+
+    infos: list[Mapping[str, Any]]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    streamed: bool
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The chunks' infos merged (see :func:`merge_infos`)."""
+        return merge_infos(self.infos)
+
+
+def execute(
+    sources: Sources,
+    compute: Callable[[Arrays, Any], tuple[Mapping[str, Any], Mapping[str, Any]]],
+    *,
+    output: str | None,
+    only: str | None,
+    chunk: int | None,
+    device: Any,
+    label: str,
+    check: Callable[[Plan], None] | None = None,
+    prepare: Callable[[Arrays], Arrays] | None = None,
+    on_info: Callable[[Mapping[str, Any]], None] | None = None,
+    complex_work: bool = False,
+    inputs: Iterable[str | None] | None = None,
+    extra: Extra | None = None,
+) -> Outcome:
+    """Read, check, compute and write, streamed or in memory: the one code path of a command.
+
+    sources: {argument: (SOURCE or None, is-a-vector)}, A first; a None SOURCE is not given.
+    compute(arrays, device): (results by output name, info) for one chunk, as device arrays.
+    device: a --device value, resolved (JAX configured) after ``check`` and before computing.
+    check(plan): checks of the inputs' shapes and dtypes before anything is computed, through
+    ``plan.A`` and ``plan.get(arg)`` (shape, ndim, dtype); raises to stop.
+    prepare(arrays): the raw arrays of a chunk to the arrays the rules take (complex casts).
+    on_info(info): each chunk's info once on the host (may raise to abort: nothing is written).
+    complex_work: the chunk is computed in complex arithmetic (--complex), for the chunk size.
+    inputs: the SOURCEs an output may not overwrite (default: those in ``sources``).
+    extra: {argument: (array, core)}, inputs already in memory (a number given on the command
+    line, an input read and checked by the command), cut along A's first axis with the others
+    when they share it, else given whole to every chunk; core: how many trailing dimensions make
+    one item (2 a matrix, 1 a vector, 0 one value per matrix). An extra input with more batch
+    dimensions than A makes the run in-memory.
+
+    The results (or ``only``) go to ``output`` as ``deliver`` sends them; with --chunk or a
+    stack into an .h5 output they are written chunk by chunk. Returns the :class:`Outcome`.
+    """
+    given = [spec for spec, _ in sources.values()]
+    inputs = list(given if inputs is None else inputs)
+    read: dict[str, np.ndarray] = {}
+    p = _open_plan(output, chunk, sources, read, extra)
+    if p is None:
+        p = memory_plan(sources, read, extra)
+    with p:
+        if check is not None:
+            check(p)
+        dev = c.resolve_device(device)
+        A = p.A
+        shape, dtype = tuple(A.shape), np.dtype(A.dtype)
+        if p.streamed:
+            assert output is not None
+            sink: _H5Sink | _MemorySink = _H5Sink(output, only, inputs, p.batch)
+        else:
+            sink = _MemorySink(output, only, inputs)
+        infos = _loop(
+            p,
+            _chunk_size(p, chunk, complex_work),
+            prepare or _identity,
+            lambda arrays: compute(arrays, dev),
+            on_info or _ignore,
+            sink,
+            label,
+        )
+    return Outcome(infos, shape, dtype, p.streamed)
+
+
+def run(
+    p: Plan,
+    *,
+    chunk: int | None,
+    output: str,
+    only: str | None,
+    inputs: list[str | None],
+    prepare: Callable[[Arrays], Arrays],
+    compute: Callable[[Arrays], tuple[dict[str, Any], Mapping[str, Any]]],
+    on_info: Callable[[Mapping[str, Any]], None],
+    label: str,
+    complex_work: bool = False,
+) -> list[Mapping[str, Any]]:
+    """Stream every chunk of a streaming plan through ``compute`` into ``output``; returns each
+    chunk's info. (The loop of :func:`execute`, for a plan opened by the caller.)
+
+    prepare: turns the raw arrays of a chunk into the arrays the rules take (complex casts);
+    compute: returns (results by output name, info) for a chunk, as device arrays;
+    on_info: called with each chunk's info once it is on the host (may raise to abort);
+    complex_work: the chunk is computed in complex arithmetic (--complex), for the default size.
+    """
+    try:
+        return _loop(
+            p,
+            _chunk_size(p, chunk, complex_work),
+            prepare,
+            compute,
+            on_info,
+            _H5Sink(output, only, inputs, p.batch),
+            label,
+        )
     finally:
         p.close()
-    progress.close()
-    writer.__exit__(None, None, None)
-    return infos
 
 
 def merge_infos(infos: list[Mapping[str, Any]]) -> dict[str, Any]:

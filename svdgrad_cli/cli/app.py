@@ -72,7 +72,25 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, never show a traceback."""
+    """Console entry point: run the app, never show a traceback.
+
+    When standard output's reader goes away (``svdgrad check ... | head -1``), the command ends
+    quietly with status 141 (128 + SIGPIPE): no message, and standard output is pointed at the
+    null device so that Python does not report a BrokenPipeError when it exits. rich's consoles
+    (the help pages' too) would exit with status 1 there; in this process they raise
+    BrokenPipeError instead, and where typer itself ends on it (with status 1, after wrapping
+    the standard streams), the status is 141 too.
+    """
+    import errno
+    import os
+
+    from rich.console import Console
+
+    def on_broken_pipe(console: Console) -> None:
+        console.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
     try:
         from typer._click.exceptions import ClickException, NoArgsIsHelpError
     except ImportError:  # pragma: no cover - another typer layout
@@ -90,6 +108,19 @@ def main(argv: list[str] | None = None) -> None:
         code = getattr(exc, "exit_code", c.EXIT_USAGE)
     except SystemExit as exc:
         code = exc.code
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # typer's end on EPIPE
+            code = c.EXIT_PIPE
     except BaseException as exc:  # KeyboardInterrupt included
         code = c.report_error(exc)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    try:
+        sys.stdout.flush()  # what is still buffered, while a closed pipe can be told apart
+    except BrokenPipeError:
+        code = c.EXIT_PIPE
+    except (OSError, ValueError, AttributeError):
+        pass
+    if code == c.EXIT_PIPE:
+        from ..io import silence_stdout
+
+        silence_stdout()
+    sys.exit(code)
