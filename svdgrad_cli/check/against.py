@@ -19,13 +19,8 @@ from ..errors import ArgumentError
 from . import invariants as inv
 from .evaluate import Evaluation
 from .fd import floors
-from .numerics import _H, batch_groups, pair_phases, polar, rel_error
+from .numerics import _H, batch_groups, elements, pair_phases, polar, rel_error
 from .report import Row
-
-
-def _flat(x, core):
-    x = np.asarray(x)
-    return x.reshape((-1,) + x.shape[x.ndim - core :])
 
 
 def phases_from_factors(ours: dict, U, Vh) -> np.ndarray:
@@ -122,13 +117,13 @@ def check_against(ev: Evaluation, against: dict, factors=None) -> tuple[list[Row
             mine = np.concatenate(
                 [
                     inv.spectral_tangent(s, s, p)
-                    for s, p in zip(_flat(theirs["dS"], 1), parts, strict=True)
+                    for s, p in zip(elements(theirs["dS"], 1), parts, strict=True)
                 ]
             )
             ref = np.concatenate(
                 [
                     inv.spectral_tangent(s, s, p)
-                    for s, p in zip(_flat(ours["dS"], 1), parts, strict=True)
+                    for s, p in zip(elements(ours["dS"], 1), parts, strict=True)
                 ]
             )
             rows.append(Row(ev.name, "dS", "against", rel_error(mine, ref, fl["dS"]), tol))
@@ -229,14 +224,14 @@ def _invariant_rows(ev, theirs, factors, groups, tol, unit):
     U, _, Vh = factors
     mine_parts, ref_parts = [], []
     elems = zip(
-        _flat(U, 2),
-        _flat(Vh, 2),
-        _flat(theirs["dU"], 2),
-        _flat(theirs["dVh"], 2),
-        _flat(ev.primals["U"], 2),
-        _flat(ev.primals["Vh"], 2),
-        _flat(ev.tangents["dU"], 2),
-        _flat(ev.tangents["dVh"], 2),
+        elements(U, 2),
+        elements(Vh, 2),
+        elements(theirs["dU"], 2),
+        elements(theirs["dVh"], 2),
+        elements(ev.primals["U"], 2),
+        elements(ev.primals["Vh"], 2),
+        elements(ev.tangents["dU"], 2),
+        elements(ev.tangents["dVh"], 2),
         groups,
         strict=False,
     )

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import invariants as inv
-from .evaluate import Evaluation
-from .numerics import align_factors, fd_step, rel_error
+from .evaluate import TANGENT_NAMES, Evaluation
+from .numerics import align_factors, elements, fd_step, rel_error
 from .report import Row
 from .tolerances import NOISE_LIMIT, tolerance
 
@@ -52,11 +52,6 @@ class Quantity(NamedTuple):
         return rel_error(fd1, fd2, self.floor)
 
 
-def _elements(x, core: int):
-    x = np.asarray(x)
-    return x.reshape((-1,) + x.shape[x.ndim - core :])
-
-
 def floors(ev: Evaluation) -> dict:
     nA = float(np.linalg.norm(ev.A64.ravel()))
     nd = float(np.linalg.norm(ev.dA64.ravel()))
@@ -66,8 +61,6 @@ def floors(ev: Evaluation) -> dict:
 
 def pairing(cots: dict, tangents: dict) -> tuple[float, float]:
     """Re sum(g * d) over the cotangents, and sum |g| |d| as its scale."""
-    from .evaluate import TANGENT_NAMES
-
     value, scale = 0.0, 0.0
     for cname, g in cots.items():
         if g is None:
@@ -107,15 +100,15 @@ def quantities(ev: Evaluation) -> tuple[list[Quantity], list[str]]:
     else:
         null_selected = not (full and m != n)
         parts = [inv.spectral_parts(g, True, null_selected) for g in ev.groups]
-        Sr = _elements(P["S"], 1).astype(np.float64)
-        dSr = _elements(T["dS"], 1)
+        Sr = elements(P["S"], 1).astype(np.float64)
+        dSr = elements(T["dS"], 1)
         rule_S = np.concatenate(
             [inv.spectral_tangent(s, d, p) for s, d, p in zip(Sr, dSr, parts, strict=True)]
         )
         one = np.concatenate([inv.spectral_one_sided(p) for p in parts])
 
         def spectral(F):
-            s2 = _elements(F[1], 1)
+            s2 = elements(F[1], 1)
             return np.concatenate(
                 [inv.spectral_vector(s, p) for s, p in zip(s2, parts, strict=True)]
             )
@@ -136,8 +129,8 @@ def _invariant_factor_quantities(ev: Evaluation, unit: float, notes: list[str]):
     m, n = ev.shape
     full = ev.case.full_matrices
     P, T = ev.primals, ev.tangents
-    U, Vh = _elements(P["U"], 2), _elements(P["Vh"], 2)
-    dU, dVh = _elements(T["dU"], 2), _elements(T["dVh"], 2)
+    U, Vh = elements(P["U"], 2), elements(P["Vh"], 2)
+    dU, dVh = elements(T["dU"], 2), elements(T["dVh"], 2)
     k = min(m, n)
     blocks = [g.blocks for g in ev.groups]
     lnull = [inv.left_null(g, m, n, full) for g in ev.groups]
@@ -152,7 +145,7 @@ def _invariant_factor_quantities(ev: Evaluation, unit: float, notes: list[str]):
     rule = stacked(inv.pair_products_tangent, U[..., :k], Vh[..., :k, :], dU, dVh, sets=blocks)
 
     def products(F):
-        u, vh = _elements(F[0], 2), _elements(F[2], 2)
+        u, vh = elements(F[0], 2), elements(F[2], 2)
         return stacked(inv.pair_products, u[..., :k], vh[..., :k, :], sets=blocks)
 
     out.append(Quantity("d(U Vh)", products, rule, unit))
@@ -160,14 +153,14 @@ def _invariant_factor_quantities(ev: Evaluation, unit: float, notes: list[str]):
         rule = stacked(inv.left_projector_tangent, U, dU, sets=lnull)
 
         def left(F):
-            return stacked(inv.left_projector, _elements(F[0], 2), sets=lnull)
+            return stacked(inv.left_projector, elements(F[0], 2), sets=lnull)
 
         out.append(Quantity("d(UU^H)", left, rule, unit))
     if any(x for x in rnull):
         rule = stacked(inv.right_projector_tangent, Vh, dVh, sets=rnull)
 
         def right(F):
-            return stacked(inv.right_projector, _elements(F[2], 2), sets=rnull)
+            return stacked(inv.right_projector, elements(F[2], 2), sets=rnull)
 
         out.append(Quantity("d(VV^H)", right, rule, unit))
     if any(x is None for x in lnull + rnull):

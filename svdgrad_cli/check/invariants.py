@@ -132,7 +132,8 @@ def right_projector_tangent(Vh, dVh, rows) -> np.ndarray:
     return _H(dVr) @ Vr + _H(Vr) @ dVr
 
 
-def _hermitian(rng, size, cplx):
+def hermitian(rng, size, cplx):
+    """A random Hermitian (symmetric for real) matrix."""
     X = rng.standard_normal((size, size))
     if cplx:
         X = X + 1j * rng.standard_normal((size, size))
@@ -170,8 +171,8 @@ class InvariantLoss:
                     "w0": float(rng.standard_normal()),
                     "left": lnull or (),
                     "right": rnull or (),
-                    "C": _hermitian(rng, m, cplx),
-                    "D": _hermitian(rng, n, cplx),
+                    "C": hermitian(rng, m, cplx),
+                    "D": hermitian(rng, n, cplx),
                 }
             )
 

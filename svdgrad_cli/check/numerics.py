@@ -37,6 +37,12 @@ def _H(x):
     return np.conj(np.swapaxes(x, -1, -2))
 
 
+def elements(x, core: int):
+    """x (..., *core dims) as a stack (-1, *core dims): one entry per matrix of a batch."""
+    x = np.asarray(x)
+    return x.reshape((-1,) + x.shape[x.ndim - core :])
+
+
 def polar(M):
     """Unitary factor of M (batched)."""
     W, _, Zh = np.linalg.svd(M)

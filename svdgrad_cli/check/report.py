@@ -116,10 +116,10 @@ class Report:
         cases = self.cases[0].case if ncase == 1 else f"{ncase} cases"
         notes = sum(len(c.notes) for c in self.cases)
         tail = f"; {notes} note{'s' if notes != 1 else ''} above" if notes else ""
+        what = f"{len(rows)} comparison{'s' if len(rows) != 1 else ''} in {cases}"
         if self.passed:
-            return f"check passed: {len(rows)} comparisons in {cases} ({refs}){tail}"
-        failed = self.failures()
-        return f"check failed: {len(failed)} of {len(rows)} comparisons in {cases}"
+            return f"check passed: {what} ({refs}){tail}"
+        return f"check failed: {len(self.failures())} of {what}"
 
     def to_json(self) -> dict:
         out = {"passed": self.passed, "summary": self.summary(), "cases": []}

@@ -20,19 +20,13 @@ from .numerics import (
     _H,
     RESOLUTION,
     batch_groups,
+    elements,
     fd_step,
     random_directions,
     rel_error,
     rule_tolerances,
 )
 from .report import Case, Row
-
-
-def _hermitian(rng, size, cplx):
-    X = rng.standard_normal((size, size))
-    if cplx:
-        X = X + 1j * rng.standard_normal((size, size))
-    return (X + _H(X)) / 2
 
 
 def _split(rank, F):
@@ -57,8 +51,8 @@ class TruncatedLoss:
         self.uv = case.compute_uv
         cplx = case.complex
         nb = len(self.groups)
-        self.B = np.stack([_hermitian(rng, m, cplx) for _ in range(nb)])
-        self.C = np.stack([_hermitian(rng, n, cplx) for _ in range(nb)])
+        self.B = np.stack([inv.hermitian(rng, m, cplx) for _ in range(nb)])
+        self.C = np.stack([inv.hermitian(rng, n, cplx) for _ in range(nb)])
         D = rng.standard_normal((nb, m, n))
         D = D + 1j * rng.standard_normal((nb, m, n)) if cplx else D
         # U S Vh has f' != 0 on a block of equal kept values: no cotangent determines its
@@ -245,11 +239,6 @@ def cut_status(ev: Evaluation) -> dict:
     }
 
 
-def _flat(x, core):
-    x = np.asarray(x)
-    return x.reshape((-1,) + x.shape[x.ndim - core :])
-
-
 def truncated_quantities(ev: Evaluation):
     """Quantities (see fd.Quantity) of the truncated SVD, and notes."""
     from .fd import Quantity, _loss_quantity, floors
@@ -259,14 +248,14 @@ def truncated_quantities(ev: Evaluation):
     notes = []
     P, T = ev.primals, ev.tangents
     parts = [inv.spectral_parts(g, selected=False) for g in ev.groups]
-    Sr = _flat(P["S"], 1).astype(np.float64)
-    dSr = _flat(T["dS"], 1)
+    Sr = elements(P["S"], 1).astype(np.float64)
+    dSr = elements(T["dS"], 1)
     rule_S = np.concatenate(
         [inv.spectral_tangent(s, d, p) for s, d, p in zip(Sr, dSr, parts, strict=True)]
     )
 
     def spectral(F):
-        s2 = _flat(_split(R, F)[1], 1)
+        s2 = elements(_split(R, F)[1], 1)
         return np.concatenate([inv.spectral_vector(s, p) for s, p in zip(s2, parts, strict=True)])
 
     out = [Quantity("dS", spectral, rule_S, fl["dS"])]

@@ -31,8 +31,8 @@ EPILOG = """\
 
   $ svdgrad check A.npy --steps --plot steps.png
 
-Exit status 0 when every check passes, 1 when one fails (the last line names it), 2 for a bad
-call or input.
+Exit status 0 when every check passes, 1 when one fails
+(the last line names it), 2 for a bad call or input.
 """
 
 AGAINST_NAMES = ("dU", "dS", "dVh", "gA")
@@ -380,10 +380,12 @@ def check(
 ) -> None:
     """Check the derivatives against finite differences, JAX, identities and your results.
 
-    References: finite differences (of U, S, V where they are smooth, of gauge-invariant
-    functions at equal and zero singular values), jax.jvp/jax.vjp, the adjoint identity, the
-    chain rule and, with --against, your own results. With --convention torch, the cotangents
-    and the gA in --against are taken in PyTorch's conjugating convention.
+    Finite differences of U, S, V where they are smooth, and of
+    gauge-invariant functions at equal and zero singular values;
+    jax.jvp/jax.vjp where JAX's rule is exact; the adjoint identity;
+    the chain rule; with --against, your own results. With
+    --convention torch, the cotangents and the gA in --against are
+    taken in PyTorch's conjugating convention.
     """
     from .. import check as chk
 
