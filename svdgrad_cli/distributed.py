@@ -67,6 +67,7 @@ __all__ = [
     "output_names",
     "run",
     "compute",
+    "require_extra",
 ]
 
 #: The optional dependency group that brings dask.distributed and zarr.
@@ -152,6 +153,11 @@ def _require(module: str, purpose: str) -> Any:
 
 def _distributed() -> Any:
     return _require("distributed", "running on a dask cluster")
+
+
+def require_extra() -> None:
+    """Raise MissingExtra (naming the extra to install) unless dask.distributed is there."""
+    _distributed()
 
 
 def _zarr() -> Any:

@@ -107,6 +107,20 @@ def _computation_failed(exc: BaseException) -> bool:
     return any(t.__name__ in ("XlaRuntimeError", "JaxRuntimeError") for t in type(exc).__mro__)
 
 
+def _cluster_status(exc: BaseException) -> tuple[int, str] | None:
+    """The dask engine's errors (svdgrad_cli.distributed, looked up only when it was imported):
+    a missing extra or an unreachable scheduler is a bad call (2); a cluster that failed during
+    the run (every worker gone, the scheduler lost) is a failed computation (1)."""
+    dist = sys.modules.get("svdgrad_cli.distributed")
+    if dist is None:
+        return None
+    if isinstance(exc, (dist.MissingExtra, dist.SchedulerUnreachable)):
+        return EXIT_USAGE, f"error: {_one_line(exc)}"
+    if isinstance(exc, dist.ClusterError):
+        return EXIT_FAILED, f"error: {_one_line(exc, 1000)}"
+    return None
+
+
 def exit_status(exc: BaseException) -> tuple[int, str]:
     """The exit status and the one-line message for an exception: the only such mapping.
 
@@ -122,6 +136,9 @@ def exit_status(exc: BaseException) -> tuple[int, str]:
         return EXIT_PIPE, ""
     if isinstance(exc, USAGE_ERRORS):  # OutputError is an InputError
         return EXIT_USAGE, f"error: {_one_line(exc)}"
+    cluster = _cluster_status(exc)
+    if cluster is not None:
+        return cluster
     if isinstance(exc, ComputeProblem):
         return EXIT_FAILED, f"error: {_one_line(exc, 1000)}"
     if isinstance(exc, MemoryError):
@@ -314,6 +331,34 @@ SolverOpt = Annotated[
         help="With --rank: dense (full thin SVD, closed form), iterative (subspace iteration "
         "and conjugate gradients, products by A only) or auto (the default: iterative when "
         "min(m, n) >= 400 and R <= min(m, n) / 8).",
+    ),
+]
+
+
+_CLUSTER = "Cluster (pip install 'svdgrad[dask]')"
+
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        metavar="N",
+        show_default=False,
+        rich_help_panel=_CLUSTER,
+        help="Compute the stack on a dask LocalCluster of N worker processes on this machine "
+        "(loopback only), one task per --chunk; the output is PATH.h5[:/GROUP] or "
+        "PATH.zarr[:/GROUP].",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="ADDRESS",
+        show_default=False,
+        rich_help_panel=_CLUSTER,
+        help="Compute the stack on the running dask scheduler at ADDRESS (tcp://host:port); "
+        "the input files must be at the same paths on its workers.",
     ),
 ]
 

@@ -421,6 +421,8 @@ def execute(
     complex_work: bool = False,
     inputs: Iterable[str | None] | None = None,
     extra: Extra | None = None,
+    cluster: Cluster | None = None,
+    job: Callable[[], Any] | None = None,
 ) -> Outcome:
     """Read, check, compute and write, streamed or in memory: the one code path of a command.
 
@@ -439,12 +441,21 @@ def execute(
     one item (2 a matrix, 1 a vector, 0 one value per matrix). An extra input with more batch
     dimensions than A makes the run in-memory.
 
+    cluster: --workers/--scheduler; when either is given, the chunks are tasks on a dask
+    cluster (svdgrad_cli.distributed) and ``job()`` says what each computes, in place of
+    ``compute`` and ``prepare`` (the workers cannot call the command's closures).
+
     The results (or ``only``) go to ``output`` as ``deliver`` sends them; with --chunk or a
     stack into an .h5 output they are written chunk by chunk. Returns the :class:`Outcome`.
     """
     given = [spec for spec, _ in sources.values()]
     inputs = list(given if inputs is None else inputs)
     read: dict[str, np.ndarray] = {}
+    if cluster is not None and cluster.given:
+        assert job is not None
+        return _execute_on_cluster(
+            sources, cluster, job, output, only, chunk, label, check, on_info, inputs, extra
+        )
     p = _open_plan(output, chunk, sources, read, extra)
     if p is None:
         p = memory_plan(sources, read, extra)
@@ -469,6 +480,99 @@ def execute(
             label,
         )
     return Outcome(infos, shape, dtype, p.streamed)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """--workers N and --scheduler ADDRESS as given (both None: the embedded default)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+    @property
+    def option(self) -> str:
+        return "--workers" if self.workers is not None else "--scheduler"
+
+
+def job(
+    op: str,
+    options: Mapping[str, Any],
+    device: Any,
+    args: Mapping[str, str] | None = None,
+    complex_args: tuple[str, ...] = (),
+) -> Any:
+    """The distributed.Job of a command: its rule options, the --device name (each worker
+    resolves it), the plan's keys of the rule's array arguments, and what --complex casts."""
+    from .. import distributed
+
+    name = getattr(device, "value", device)
+    return distributed.Job(
+        op,
+        {**options, "device": None if name is None else str(name)},
+        args=dict(args) if args else None,
+        complex_args=tuple(complex_args),
+    )
+
+
+def _execute_on_cluster(
+    sources: Sources,
+    cluster: Cluster,
+    job: Callable[[], Any],
+    output: str | None,
+    only: str | None,
+    chunk: int | None,
+    label: str,
+    check: Callable[[Plan], None] | None,
+    on_info: Callable[[Mapping[str, Any]], None] | None,
+    inputs: list[str | None],
+    extra: Extra | None,
+) -> Outcome:
+    """execute() with the chunks as tasks on a dask cluster."""
+    from .. import distributed
+
+    option = cluster.option
+    if cluster.workers is not None and cluster.scheduler is not None:
+        raise c.UsageProblem(
+            "--workers and --scheduler: give one, the number of local workers to start or the "
+            "address of a running scheduler"
+        )
+    if output is None or distributed.parse_destination(output) is None:
+        raise c.UsageProblem(
+            f"{option}: a cluster run writes its results to a file; add -o PATH.h5[:/GROUP] "
+            "(written by this process) or -o PATH.zarr[:/GROUP] (written by the workers)"
+        )
+    distributed.require_extra()
+    read: dict[str, np.ndarray] = {}
+    p = _plan(sources, read, extra)
+    if p is None:
+        raise c.UsageProblem(
+            f"{option}: A must be a stack of matrices (..., m, n) read from a file, with at "
+            "least one batch dimension, that the other inputs share or broadcast against; "
+            "compute a single matrix without it"
+        )
+    with p:
+        if check is not None:
+            check(p)
+        A = p.A
+        shape, dtype = tuple(A.shape), np.dtype(A.dtype)
+        result = distributed.run(
+            p,
+            job(),
+            output,
+            workers=cluster.workers,
+            scheduler=cluster.scheduler,
+            chunk=chunk,
+            only=only,
+            inputs=inputs,
+            on_info=on_info,
+            label=label,
+            console=c.err_console,
+        )
+    return Outcome(result.infos, shape, dtype, True)
 
 
 def run(

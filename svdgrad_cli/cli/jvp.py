@@ -57,6 +57,8 @@ def jvp(
     chunk: c.ChunkOpt = None,
     rank: c.RankOpt = None,
     solver: c.SolverOpt = None,
+    workers: c.WorkersOpt = None,
+    scheduler: c.SchedulerOpt = None,
 ) -> None:
     """Forward mode: the derivative of A = U diag(S) Vh along the tangent DA.
 
@@ -76,15 +78,19 @@ def jvp(
     if rank is not None:
         kwargs.update(rank=rank, solver=solver_name)
 
+    def check(p) -> None:
+        c.check_trailing_shape(p.A, p.get("DA"), "DA", p.A.shape[-2:], "the tangent")
+        if rank is not None:
+            c.check_rank(rank, p.A.shape)
+
+    def prepare(arrays: dict) -> dict:
+        return {k: c.as_complex(v) for k, v in arrays.items()} if complex_ else arrays
+
     def on_info(info) -> None:
         if rank is not None:
             c.cut_check(info, rank)
 
-    def report(info, dtype) -> None:
-        if rank is not None:
-            c.solver_warnings(info, dtype)
-
-    def compute(arrays):
+    def compute(arrays: dict, dev):
         from ..api import svd_jvp
 
         primals, tangents, info = svd_jvp(
@@ -92,45 +98,31 @@ def jvp(
         )
         return dict(zip(names, (*primals, *tangents), strict=True)), info._asdict()
 
-    plan = _stream.open_plan(output, chunk, {"A": (a, False), "DA": (da, False)})
-    if plan is not None:
-        with plan:
-            c.check_trailing_shape(plan.A, plan.get("DA"), "DA", plan.A.shape[-2:], "the tangent")
-            if rank is not None:
-                c.check_rank(rank, plan.A.shape)
-            dev = c.resolve_device(device)
-            infos = _stream.run(
-                plan,
-                chunk=chunk,
-                output=output,
-                only=only,
-                inputs=[a, da],
-                prepare=lambda x: {k: c.as_complex(v) for k, v in x.items()} if complex_ else x,
-                compute=compute,
-                on_info=on_info,
-                label="jvp",
-                complex_work=complex_,
-            )
-        merged = _stream.merge_infos(infos)
-        c.tolerance_warnings(merged, numerics)
-        degenerate_warning(merged, plan.A.dtype, plan.A.shape, values_only)
-        report(c.merge_truncation(infos), plan.A.dtype)
-        return
-    arrays = c.read_inputs([("A", a, False), ("DA", da, False)])
-    A, dA = arrays["A"], arrays["DA"]
-    if complex_:
-        A, dA = c.as_complex(A), c.as_complex(dA)
-    c.check_trailing_shape(A, dA, "DA", A.shape[-2:], "the tangent")
+    options = dict(full_matrices=full, compute_uv=not values_only, **numerics.kwargs())
     if rank is not None:
-        c.check_rank(rank, A.shape)
-    dev = c.resolve_device(device)
-    results, info = compute({"A": A, "DA": dA})
-    results = c.to_numpy(results)  # waits for the device: all computing is done here
-    on_info(info)
-    c.tolerance_warnings(info, numerics)
-    degenerate_warning(info, results["S"].dtype, A.shape, values_only)
-    report(info, results["S"].dtype)
-    c.deliver(results, output, only, inputs=[a, da])
+        options.update(rank=rank, solver=solver_name)
+    outcome = _stream.execute(
+        {"A": (a, False), "DA": (da, False)},
+        compute,
+        output=output,
+        only=only,
+        chunk=chunk,
+        device=device,
+        label="jvp",
+        check=check,
+        prepare=prepare,
+        on_info=on_info,
+        complex_work=complex_,
+        cluster=_stream.Cluster(workers, scheduler),
+        job=lambda: _stream.job(
+            "jvp", options, device, {"dA": "DA"}, ("A", "dA") if complex_ else ()
+        ),
+    )
+    merged = outcome.info
+    c.tolerance_warnings(merged, numerics)
+    degenerate_warning(merged, outcome.dtype, outcome.shape, values_only)
+    if rank is not None:
+        c.solver_warnings(c.merge_truncation(outcome.infos), outcome.dtype)
 
 
 def degenerate_warning(info, dtype, shape, values_only: bool) -> None:

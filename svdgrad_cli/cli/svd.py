@@ -45,6 +45,8 @@ def svd(
     chunk: c.ChunkOpt = None,
     rank: c.RankOpt = None,
     solver: c.SolverOpt = None,
+    workers: c.WorkersOpt = None,
+    scheduler: c.SchedulerOpt = None,
 ) -> None:
     """The singular value decomposition A = U diag(S) Vh.
 
@@ -60,20 +62,24 @@ def svd(
     def prepare(arrays: dict) -> dict:
         return {k: c.as_complex(v) for k, v in arrays.items()} if complex_ else arrays
 
-    def compute(arrays: dict):
+    def check(p) -> None:
+        if rank is not None:
+            c.check_rank(rank, p.A.shape)
+
+    def compute(arrays: dict, dev):
         import jax
 
         from ..api import svd as _svd
 
         A = arrays["A"]
         if rank is not None:
-            return truncated(A)
+            return truncated(A, dev)
         if dev is not None:
             A = jax.device_put(A, dev)
         out = _svd(A, full_matrices=full, compute_uv=not values_only)
         return dict(zip(names, out if not values_only else (out,), strict=True)), {}
 
-    def truncated(A):
+    def truncated(A, dev):
         """The top R triplets and err; the Diagnostics of the cut come from svd_jvp along a
         zero tangent (truncated_svd returns none), which adds a solve with a zero right-hand
         side."""
@@ -92,43 +98,30 @@ def svd(
         )
         return dict(zip(names, primals, strict=True)), info._asdict()
 
-    def report(info, dtype) -> None:
-        text = c.cut_text(info, rank) if rank is not None else None
+    options: dict = dict(full_matrices=full, compute_uv=not values_only)
+    if rank is not None:
+        options.update(rank=rank, solver=solver_name)
+    outcome = _stream.execute(
+        {"A": (a, False)},
+        compute,
+        output=output,
+        only=only,
+        chunk=chunk,
+        device=device,
+        label="svd",
+        check=check,
+        prepare=prepare,
+        complex_work=complex_,
+        cluster=_stream.Cluster(workers, scheduler),
+        job=lambda: _stream.job("svd", options, device, None, ("A",) if complex_ else ()),
+    )
+    if rank is not None:
+        info = c.merge_truncation(outcome.infos)
+        text = c.cut_text(info, rank)
         if text is not None:
             c.warn(
                 f"{text}: they are written (any choice inside the pair is a top-{rank} SVD), "
                 "but 'svdgrad jvp' and 'svdgrad vjp' refuse this --rank; choose another for "
                 "derivatives"
             )
-        if rank is not None:
-            c.solver_warnings(info, dtype)
-
-    plan = _stream.open_plan(output, chunk, {"A": (a, False)})
-    if plan is not None:
-        with plan:
-            if rank is not None:
-                c.check_rank(rank, plan.A.shape)
-            dtype = plan.A.dtype
-            dev = c.resolve_device(device)
-            infos = _stream.run(
-                plan,
-                chunk=chunk,
-                output=output,
-                only=only,
-                inputs=[a],
-                prepare=prepare,
-                compute=compute,
-                on_info=lambda info: None,
-                label="svd",
-                complex_work=complex_,
-            )
-        report(c.merge_truncation(infos), dtype)
-        return
-    arrays = prepare(c.read_inputs([("A", a, False)]))
-    if rank is not None:
-        c.check_rank(rank, arrays["A"].shape)
-    dev = c.resolve_device(device)
-    results, info = compute(arrays)
-    results = c.to_numpy(results)  # waits for the device: all computing is done here
-    report(info, results["S"].dtype)
-    c.deliver(results, output, only, inputs=[a])
+        c.solver_warnings(info, outcome.dtype)

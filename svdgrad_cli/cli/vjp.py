@@ -107,6 +107,8 @@ def vjp(
     rank: c.RankOpt = None,
     solver: c.SolverOpt = None,
     gerr: GERR_OPT = None,  # type: ignore[valid-type]
+    workers: c.WorkersOpt = None,
+    scheduler: c.SchedulerOpt = None,
 ) -> None:
     """Reverse mode: the cotangent gA of A from cotangents of U, S and Vh.
 
@@ -138,20 +140,35 @@ def vjp(
     cots = ("--gU", "--gS", "--gVh")
     fkeys = [f"--factors {name}" for name in c.FACTOR_NAMES]
     fsources = c.factor_sources(factors) if factors is not None else {}
-    state: dict = {"full": bool(full), "limit": None, "complex": False}
+    state: dict = {"full": bool(full), "limit": None, "complex": False, "cast": False}
 
     def prepare(arrays: dict) -> dict:
-        given_complex = any(np.iscomplexobj(arrays[k]) for k in fkeys if k in arrays)
-        if complex_ or given_complex:  # complex factors of a real A: compute in complex
+        if state["cast"]:  # complex factors of a real A: compute in complex
             arrays = dict(arrays, A=c.as_complex(arrays["A"]))
-        if "--gS" in arrays and np.iscomplexobj(arrays["--gS"]):
+        return arrays
+
+    def check_dtypes(get) -> None:
+        """Real S and gS; complex work when asked or when the factors are complex; the gauge
+        limit of the least precise of the working dtype and the factors' (float32 factors of a
+        float64 A are only that accurate)."""
+        gS, fS = get("--gS"), get("--factors S")
+        if gS is not None and np.dtype(gS.dtype).kind == "c":
             raise c.UsageProblem("--gS: is complex, but S is real; pass a real cotangent")
-        if "--factors S" in arrays and np.iscomplexobj(arrays["--factors S"]):
+        if fS is not None and np.dtype(fS.dtype).kind == "c":
             raise c.UsageProblem(
                 f"--factors '{factors}': S is complex, but singular values are real; pass the "
                 "factors of an SVD"
             )
-        return arrays
+        fdtypes = [np.dtype(get(k).dtype) for k in fkeys if get(k) is not None]
+        state["cast"] = complex_ or any(d.kind == "c" for d in fdtypes)
+        work = np.result_type(
+            *[np.dtype(get(k).dtype) for k in ("A", *cots) if get(k) is not None], np.float32
+        )
+        if state["cast"]:
+            work = np.result_type(work, np.complex64)
+        dtypes = [work, *fdtypes]
+        state["complex"] = any(d.kind == "c" for d in dtypes)
+        state["limit"] = max(c.gauge_tolerance(np.finfo(d).dtype) for d in dtypes)
 
     def check_rank_factor_shapes(A, U, S, Vh, label) -> None:
         """Factors of the top --rank triplets: U (..., m, R), S (..., R), Vh (..., R, n)."""
@@ -209,6 +226,7 @@ def vjp(
         state["full"] = given_full
 
     def check_shapes(A, get) -> None:
+        check_dtypes(get)
         if factors is not None:
             check_factor_shapes(A, get)
         m, n = A.shape[-2:]
@@ -234,7 +252,7 @@ def vjp(
                     f"A's batch {tuple(A.shape[:-2])}; pass an array of that shape (or a number)"
                 ) from None
 
-    def compute(arrays: dict):
+    def compute(arrays: dict, dev):
         from ..api import svd_vjp
 
         given = tuple(arrays[key] for key in fkeys) if factors is not None else None
@@ -296,59 +314,43 @@ def vjp(
     inputs = [a, gu, gs, gvh, *fsources.values(), gerr]
     c.check_single_stdin([spec for spec, _ in sources.values()] + [gerr], [*sources, "--gerr"])
     gerr_value = read_gerr(gerr) if gerr is not None else None
+    extra = {"--gerr": (gerr_value, 0)} if gerr_value is not None else None
 
-    def set_dtype(*dtypes) -> None:
-        """Complex work if any is complex; the gauge limit of the least precise (float32
-        factors of a float64 A are only that accurate)."""
-        dtypes = [np.dtype(d) for d in dtypes]
-        state["complex"] = complex_ or any(d.kind == "c" for d in dtypes)
-        state["limit"] = max(c.gauge_tolerance(np.finfo(d).dtype) for d in dtypes)
-
-    plan = _stream.open_plan(output, chunk, sources)
-    if plan is not None and gerr_value is not None and gerr_value.ndim > plan.A.ndim - 2:
-        plan.close()  # --gerr adds batch dimensions: A's chunks cannot carry it
-        plan = None
-        if chunk is not None:
-            c.warn("--chunk: --gerr has more batch dimensions than A; computing in memory")
-    if plan is not None:
-        with plan:
-            check_shapes(plan.A, plan.get)
-            set_dtype(plan.A.dtype, *[plan.get(k).dtype for k in fkeys if plan.get(k) is not None])
-            dev = c.resolve_device(device)
-            infos = _stream.run(
-                plan,
-                chunk=chunk,
-                output=output,
-                only=only,
-                inputs=inputs,
-                prepare=gerr_chunks(prepare, gerr_value, plan.A.ndim - 2, plan.batch),
-                compute=compute,
-                on_info=on_info,
-                label="vjp",
-                complex_work=complex_,
-            )
-        merged = _stream.merge_infos(infos)
-        c.tolerance_warnings(merged, numerics)
-        gauge_warning(merged)
-        if rank is not None:
-            c.solver_warnings(c.merge_truncation(infos), plan.A.dtype)
-        return
-
-    arrays = prepare(c.read_inputs([(name, spec, vec) for name, (spec, vec) in sources.items()]))
-    check_shapes(arrays["A"], arrays.get)
-    if gerr_value is not None:
-        arrays["--gerr"] = gerr_value
-    dev = c.resolve_device(device)
-    results, info = compute(arrays)
-    results = c.to_numpy(results)  # all computing is done here
+    options: dict = dict(
+        compute_uv=not values_only, convention=convention.value, **numerics.kwargs()
+    )
     if rank is not None:
-        c.cut_check(info, rank)
-        c.solver_warnings(info, results["gA"].dtype)
-    c.tolerance_warnings(info, numerics)
-    set_dtype(results["gA"].dtype, *[arrays[k].dtype for k in fkeys if k in arrays])
-    gauge_check(info)
-    gauge_warning(info)
-    c.deliver(results, output, only, inputs=inputs)
+        options.update(rank=rank, solver=solver_name)
+    args = {"gU": "--gU", "gS": "--gS", "gVh": "--gVh", "gerr": "--gerr"}
+    args.update({name: f"--factors {name}" for name in c.FACTOR_NAMES})
+    outcome = _stream.execute(
+        sources,
+        compute,
+        output=output,
+        only=only,
+        chunk=chunk,
+        device=device,
+        label="vjp",
+        check=lambda p: check_shapes(p.A, p.get),
+        prepare=prepare,
+        on_info=on_info,
+        complex_work=complex_,
+        inputs=inputs,
+        extra=extra,
+        cluster=_stream.Cluster(workers, scheduler),
+        job=lambda: _stream.job(
+            "vjp",
+            {**options, "full_matrices": state["full"]},
+            device,
+            args,
+            ("A",) if state["cast"] else (),
+        ),
+    )
+    merged = outcome.info
+    c.tolerance_warnings(merged, numerics)
+    gauge_warning(merged)
+    if rank is not None:
+        c.solver_warnings(c.merge_truncation(outcome.infos), outcome.dtype)
 
 
 def read_gerr(spec: str) -> np.ndarray:
@@ -373,23 +375,3 @@ def read_gerr(spec: str) -> np.ndarray:
     if np.iscomplexobj(arr):
         raise c.UsageProblem(f"--gerr '{spec}': is complex, but err is real; pass real values")
     return arr
-
-
-def gerr_chunks(prepare, gerr: np.ndarray | None, batch_nd: int, batch: int):
-    """``prepare`` that adds each chunk's part of --gerr (chunks come in order along A's first
-    axis); a --gerr that broadcasts along that axis goes whole to every chunk."""
-    if gerr is None:
-        return prepare
-    cut = gerr.ndim == batch_nd and gerr.shape[0] == batch and batch != 1
-    start = [0]
-
-    def wrapped(arrays: dict) -> dict:
-        arrays = prepare(arrays)
-        if not cut:
-            return dict(arrays, **{"--gerr": gerr})
-        count = arrays["A"].shape[0]
-        part = gerr[start[0] : start[0] + count]
-        start[0] += count
-        return dict(arrays, **{"--gerr": part})
-
-    return wrapped
