@@ -754,7 +754,11 @@ def svd_vjp(
         (..., m, R), gS (..., R), gVh (..., R, n) and gerr (...), the cotangent of the
         truncation error; factors, if given, are the rank-R triplets (as ``svdgrad svd --rank``
         writes them). The cotangents couple to the discarded spectrum through the same
-        self-adjoint system as the forward rule.
+        self-adjoint system as the forward rule. The gauge fields of the Diagnostics
+        (gauge_relative and the three sizes it is the largest of) cover the R kept triplets as
+        they cover the k columns of the thin SVD: the phase of complex kept pairs, the basis
+        inside a degenerate block of kept values, gS split on such a block, kept values in the
+        null space.
 
     Returns
     -------

@@ -349,7 +349,7 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
     """Hermitian-pairing cotangent of A from (GU, gS, GVh, gerr) of the top-R triplets and err.
 
     factors: (U, s, Vh) of rank R the cotangents were taken at, or None (computed here).
-    Returns (GA, extras, aux, (U, s, Vh, err)).
+    Returns (GA, extras, gauge, aux, (U, s, Vh, err)), gauge the fields of _gauge_fields.
     """
     m, n = a.shape[-2:]
     dtype = a.dtype
@@ -388,6 +388,7 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
     GV = None if GVh is None else _H(GVh)
     M_V = None if GV is None else _Hdot(V, GV)
     G_P = tr.kept_cotangent(M_U, M_V, gS, rec, dtype)
+    gauge = _gauge_fields(s, rec, U, V, GU, GV, M_U, M_V, gS)
     zero_U = jnp.zeros(U.shape, dtype) if GU is None else None
     zero_V = jnp.zeros(V.shape, dtype) if GV is None else None
     gX = zero_U if GU is None else GU - U @ M_U
@@ -410,7 +411,37 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
         solver_iterations=iterations,
         solver_residual=residual,
     )
-    return GA, extras, aux, (U, s, Vh, err)
+    return GA, extras, gauge, aux, (U, s, Vh, err)
+
+
+def _gauge_fields(s, rec, U, V, GU, GV, M_U, M_V, gS):
+    """The gauge fields of Diagnostics for the cotangents of the kept triplets, as the thin
+    rule fills them for its k columns: the phase of complex pairs and the basis inside a
+    degenerate block of kept values (rotation), gS split inside such a block (spectrum), and
+    kept values in the null space (null_space: gS on them, or the null columns' cotangents).
+    GU (m, R) and GV = GVh^H (n, R) in the Hermitian pairing; M_U = U^H GU, M_V = V^H GV."""
+    from .api import _ratio
+    from .rules import degenerate
+
+    rotation, spectrum, null_abs, scale = degenerate.reverse_ambiguity(s, rec, M_U, M_V, gS)
+    null = rec.rank_cut
+    for G, F, M in ((GU, U, M_U), (GV, V, M_V)):
+        if G is None:
+            continue
+        null_abs = jnp.maximum(null_abs, degenerate.null_frame_dependence(M, null))
+        scale = jnp.maximum(scale, jnp.max(jnp.abs(M), initial=0.0))
+        if F.shape[-2] > F.shape[-1]:  # a null column's cotangent outside the kept frame
+            out = jnp.where(null[..., None, :], G - F @ M, 0)
+            null_abs = jnp.maximum(null_abs, jnp.max(jnp.abs(out), initial=0.0))
+            scale = jnp.maximum(scale, jnp.max(jnp.abs(G), initial=0.0))
+    g_abs = jnp.maximum(jnp.maximum(rotation, spectrum), null_abs)
+    return dict(
+        rotation_relative=_ratio(rotation, scale),
+        spectrum_relative=_ratio(spectrum, scale),
+        null_space_relative=_ratio(null_abs, scale),
+        gauge_residual=g_abs,
+        gauge_relative=_ratio(g_abs, scale),
+    )
 
 
 @partial(jax.jit, static_argnames=("rank", "solver", "opts", "compute_uv", "with_info"))
@@ -480,7 +511,7 @@ def vjp_jit(
             jnp.broadcast_to(s.astype(rdt), batch + s.shape[-1:]),
             jnp.broadcast_to(Vh.astype(dtype), batch + Vh.shape[-2:]),
         )
-    GA, extras, aux, (U, s, Vh, err) = vjp_core(
+    GA, extras, gauge, aux, (U, s, Vh, err) = vjp_core(
         a,
         factors if given else None,
         GU,
@@ -501,6 +532,7 @@ def vjp_jit(
     m, n = a.shape[-2:]
     info = _base_info(s, reciprocals(s, m, n, eps, degeneracy_tol, rank_tol), eps)
     info.update(info_fields(extras, aux))
+    info.update({k: v.astype(rdt) for k, v in gauge.items()})
     if given:
         # the factors must be the top R of an SVD of A: A V = U S and A^H U = V S
         AV = a @ _H(Vh)
@@ -606,6 +638,8 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
     Hermitian pairing (PyTorch's convention; for real A the same as JAX's). Returns
     (gA, info) with gA a LowRank (left (m, 2R), right (2R, n)): the gradient of a loss of the
     top R triplets is U G_P V^H + X V^H + U Y^H, rank at most 2R, so it is never formed.
+    info also holds the gauge fields of Diagnostics (gauge_relative, rotation_relative,
+    spectrum_relative, null_space_relative, gauge_residual) for the given cotangents.
     """
     m, n, rank, dtype, opts = _op_setup(op, rank, tol, maxiter)
     if gU is None and gS is None and gVh is None:
@@ -640,4 +674,5 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
         range_iterations=it_top,
         range_residual=res_top,
     )
+    info.update(_gauge_fields(s, rec, U, V, GU, GV, M_U, M_V, gS))
     return LowRank(left, right), info

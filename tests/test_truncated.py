@@ -235,3 +235,71 @@ def test_a_matrix_known_only_by_its_products(cplx):
     assert gA.left.shape == (30, 8) and gA.right.shape == (8, 20)
     dense = svd_vjp(A, gU, gS, rank=4, solver="dense", factors=(U, S, Vh), convention="torch")
     assert _rel(gA.todense(), np.asarray(dense)) < EXACT
+
+
+# --------------------------------------------------------------------------- gauge in reverse mode
+
+
+def _kept_loss_cotangents(A, R, solver, loss):
+    """(gU, gVh) of loss(U, S, Vh) at the top R triplets svd(..., rank=R) returns (JAX's
+    pairing)."""
+    U, S, Vh = svd(jnp.asarray(A), full_matrices=False, rank=R, solver=solver)
+    return jax.grad(lambda u, vh: loss(u, S, vh), argnums=(0, 1))(U, Vh)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_vjp_reports_cotangents_that_depend_on_the_phase_of_kept_vectors(solver):
+    """Complex A, R = 3: Re U[0, 0] depends on the arbitrary phase of u_1 and is flagged as the
+    thin rule flags it; the projector U U^H and U S Vh are gauge-invariant and are not."""
+    rng = np.random.default_rng(11)
+    A = _randn(rng, (9, 6), True)
+    B = _randn(rng, (9, 9), True)
+    B = B + _H(B)
+    C = _randn(rng, (9, 6), True)
+    losses = {
+        "phase": (lambda U, S, Vh: jnp.real(U[0, 0]), True),
+        "projector": (lambda U, S, Vh: jnp.real(jnp.sum(jnp.conj(B) * (U @ U.conj().T))), False),
+        "U S Vh": (
+            lambda U, S, Vh: jnp.real(
+                jnp.sum(jnp.conj(C) * ((U * S[None, :].astype(U.dtype)) @ Vh))
+            ),
+            False,
+        ),
+    }
+    for name, (loss, dependent) in losses.items():
+        gU, gVh = _kept_loss_cotangents(A, 3, solver, loss)
+        _, info = svd_vjp(A, gU, None, gVh, rank=3, solver=solver, return_info=True)
+        if dependent:
+            assert float(info.gauge_relative) > 0.1, name
+            assert float(info.rotation_relative) == float(info.gauge_relative), name
+        else:
+            assert float(info.gauge_relative) < 1e-12, name
+        assert float(info.spectrum_relative) == 0 and float(info.null_space_relative) == 0
+    # with rank = min(m, n) nothing is discarded: the same sizes as the thin rule's
+    gU, gVh = _kept_loss_cotangents(A, 6, solver, losses["phase"][0])
+    _, thin = svd_vjp(A, gU, None, gVh, full_matrices=False, return_info=True)
+    _, full = svd_vjp(A, gU, None, gVh, rank=6, solver=solver, return_info=True)
+    assert abs(float(thin.gauge_relative) - float(full.gauge_relative)) < 1e-12
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+def test_vjp_reports_a_rotation_inside_a_degenerate_kept_block(solver, cplx):
+    """diag(5, 3, 3, 1, 0.5) rotated, R = 3: the kept pair s_2 = s_3 has no preferred basis.
+    A cotangent that sees the basis (Re U[0, 1]) is flagged; one of the projector onto the
+    whole block is not; gS that splits the pair is flagged as spectrum."""
+    rng = np.random.default_rng(12)
+    A = _with_values(rng, [5.0, 3.0, 3.0, 1.0, 0.5], 7, 5, cplx)
+    B = _randn(rng, (7, 7), cplx)
+    B = B + _H(B)
+    gU, _ = _kept_loss_cotangents(A, 3, solver, lambda U, S, Vh: jnp.real(U[0, 1]))
+    _, info = svd_vjp(A, gU, rank=3, solver=solver, return_info=True)
+    assert float(info.rotation_relative) > 0.1 and float(info.gauge_relative) > 0.1
+    proj = lambda U, S, Vh: jnp.real(jnp.sum(jnp.conj(B) * (U @ U.conj().T)))  # noqa: E731
+    gU, _ = _kept_loss_cotangents(A, 3, solver, proj)
+    _, info = svd_vjp(A, gU, rank=3, solver=solver, return_info=True)
+    assert float(info.gauge_relative) < 1e-10
+    _, info = svd_vjp(A, gS=np.array([1.0, 2.0, 0.0]), rank=3, solver=solver, return_info=True)
+    assert float(info.spectrum_relative) > 0.1 and float(info.rotation_relative) == 0
+    _, info = svd_vjp(A, gS=np.array([1.0, 2.0, 2.0]), rank=3, solver=solver, return_info=True)
+    assert float(info.gauge_relative) == 0

@@ -524,12 +524,11 @@ USE_CACHE = True
 
 def cache_dir() -> Path:
     """Where JAX's persistent compilation cache lives: SVDGRAD_CACHE_DIR, else
-    $XDG_CACHE_HOME/svdgrad/jax, else ~/.cache/svdgrad/jax."""
-    explicit = os.environ.get("SVDGRAD_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "svdgrad" / "jax"
+    $XDG_CACHE_HOME/svdgrad/jax, else ~/.cache/svdgrad/jax (computed in _helpcache, which
+    the help pages' cache uses before anything else is imported)."""
+    from ._helpcache import cache_dir as path
+
+    return Path(path())
 
 
 def _fast_lapack_init() -> None:

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -207,65 +208,110 @@ def _render_derivatives(result: dict, console: Console) -> None:
         console.print(mt)
 
 
+class Device(str, Enum):
+    """Where JAX computes: auto is the GPU when JAX has one, else the CPU."""
+
+    cpu = "cpu"
+    gpu = "gpu"
+    auto = "auto"
+
+
 def bench(
     shapes: Annotated[
-        str, typer.Option("--shapes", help="Comma-separated MxN shapes.")
+        str,
+        typer.Option("--shapes", metavar="SHAPES", help="Comma-separated MxN shapes."),
     ] = _DEFAULT_SHAPES,
     dtype: Annotated[
         str,
         typer.Option(
             "--dtype",
+            metavar="DTYPE",
             help="float32, float64, complex64 or complex128: the precision (each case decides "
             "real or complex).",
         ),
     ] = "float64",
-    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    device: Annotated[
+        Device,
+        typer.Option(
+            "--device",
+            case_sensitive=False,
+            help="Where JAX computes; auto: the GPU when JAX has one, else the CPU.",
+        ),
+    ] = Device.cpu,
     repeat: Annotated[
-        int, typer.Option("--repeat", min=1, help="Timed runs per contender (median).")
+        int,
+        typer.Option(
+            "--repeat",
+            min=1,
+            metavar="N",
+            help="Timed runs per contender, N >= 1 (the median is reported).",
+        ),
     ] = 5,
     cases: Annotated[
         str | None,
         typer.Option(
             "--cases",
-            help="Comma-separated cases ({thin,full}-{real,complex}-{usv,s}) or 'all'. "
-            "Default: thin-real-usv (thin-complex-usv for a complex --dtype).",
+            metavar="CASES",
+            help="Comma-separated cases, each thin or full, real or complex, usv or s, joined "
+            "by hyphens (thin-real-usv, full-complex-s), or 'all' (the eight). Default: "
+            "thin-real-usv (thin-complex-usv for a complex --dtype).",
             show_default=False,
         ),
     ] = None,
     json_path: Annotated[
         str | None,
-        typer.Option("--json", help="Also write the results as JSON to FILE ('-': stdout)."),
+        typer.Option(
+            "--json",
+            metavar="FILE",
+            help="Also write the results as JSON to FILE ('-': standard output).",
+        ),
     ] = None,
     no_torch: Annotated[
         bool, typer.Option("--no-torch", help="Leave torch out even when it is installed.")
     ] = False,
     tangents: Annotated[
         int,
-        typer.Option("--tangents", min=0, help="T for the many-tangents measurement; 0 skips it."),
+        typer.Option(
+            "--tangents",
+            min=0,
+            metavar="T",
+            help="T >= 0 tangents for the many-tangents measurement; 0 skips it.",
+        ),
     ] = 32,
     tangents_shape: Annotated[
-        str, typer.Option("--tangents-shape", help="Shape of A for the many-tangents measurement.")
+        str,
+        typer.Option(
+            "--tangents-shape",
+            metavar="MxN",
+            help="Shape of A for the many-tangents measurement.",
+        ),
     ] = "256x256",
     suite: Annotated[
         str,
         typer.Option(
             "--suite",
+            metavar="SUITE",
             help="derivatives: svdgrad's JVP and VJP at --shapes (--cases, --tangents). "
             "transforms: jit(grad) through svdgrad's svd against jnp.linalg.svd at "
-            "--grad-shapes, and the per-call overhead of svd_jvp/svd_vjp at --overhead-shape. "
-            "all: both.",
+            "--grad-shapes, and the per-call overhead of svd_jvp and svd_vjp at "
+            "--overhead-shape. all: both.",
         ),
     ] = "derivatives",
     grad_shapes: Annotated[
         str,
         typer.Option(
             "--grad-shapes",
+            metavar="SHAPES",
             help="Comma-separated MxN or BxMxN shapes (B a batch) for jit(grad) (transforms).",
         ),
     ] = _DEFAULT_GRAD_SHAPES,
     overhead_shape: Annotated[
         str,
-        typer.Option("--overhead-shape", help="MxN for the per-call overhead (transforms)."),
+        typer.Option(
+            "--overhead-shape",
+            metavar="MxN",
+            help="Shape of A for the per-call overhead (transforms).",
+        ),
     ] = _DEFAULT_OVERHEAD_SHAPE,
 ) -> None:
     """Time svdgrad's JVP and VJP against the SVD alone and against JAX (and torch) autodiff.
@@ -286,6 +332,8 @@ def bench(
       $ svdgrad bench --shapes 512x512 --repeat 3
 
       $ svdgrad bench --suite transforms --repeat 9
+
+      $ svdgrad bench --device auto --json bench.json
     """
     import svdgrad_cli.bench as harness
 
@@ -313,11 +361,6 @@ def bench(
         harness.check_dtype(dtype)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--dtype'") from None
-    if device not in harness.DEVICES:
-        raise typer.BadParameter(
-            f"device must be one of {', '.join(harness.DEVICES)}, got {device!r}",
-            param_hint="'--device'",
-        )
     try:
         case_list = harness.parse_cases(cases, dtype)
     except ValueError as exc:
@@ -326,6 +369,12 @@ def bench(
     from . import _common as c
 
     err = Console(stderr=True)
+    device = Device(device).value
+    if device == "auto":  # the GPU when JAX has one
+        _configure_jax(c)
+        from ..api import resolve_device
+
+        device = "gpu" if resolve_device("auto").platform in ("gpu", "cuda", "rocm") else "cpu"
     if device == "gpu":  # a bad call, like --device gpu elsewhere: exit status 2
         _configure_jax(c)
         from ..api import resolve_device
