@@ -199,6 +199,12 @@ class HelpPage:
         except BrokenPipeError:
             _silence_stdout()
             return 128 + 13
+        except OSError as exc:  # as the application reports a refused write
+            try:
+                sys.stderr.write(f"error: the system refused an operation ({exc})\n")
+            except Exception:
+                pass
+            return 1
         return self.status
 
     # ------------------------------------------------------------------ writing
@@ -356,7 +362,7 @@ class _Recording:
 def lookup(words: list[str]) -> "HelpPage | None":
     """The HelpPage for a help request (loaded when stored), or None: not a help request, the
     cache is off, or the key cannot be computed."""
-    if not is_help_request(words) or disabled():
+    if not is_help_request(words) or disabled() or sys.stdout is None or sys.stderr is None:
         return None
     try:
         page = HelpPage(words)
