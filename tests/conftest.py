@@ -29,3 +29,20 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+@pytest.fixture(scope="session")
+def local():
+    """The address of a dask LocalCluster of two worker processes on loopback, shared by the
+    tests that run on a cluster (skipped without the dask extra)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # no dashboard, no port 8787
+        silence_logs=50,
+    ) as cluster:
+        yield cluster.scheduler_address

@@ -35,21 +35,6 @@ JVP_NAMES = ["U", "S", "Vh", "dU", "dS", "dVh"]
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def local():
-    """A LocalCluster of two worker processes on loopback, shared by the module."""
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # no dashboard, no port 8787
-        silence_logs=50,
-    ) as cluster:
-        yield cluster.scheduler_address
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

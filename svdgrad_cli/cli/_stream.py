@@ -39,17 +39,17 @@ from ..io.spec import NPZ, STD
 from . import _common as c
 
 __all__ = [
+    "Cluster",
     "Outcome",
     "Plan",
     "available_memory",
     "default_chunk",
     "execute",
     "is_h5_dest",
+    "job",
     "memory_plan",
     "merge_infos",
-    "open_plan",
     "plan",
-    "run",
 ]
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -143,15 +143,6 @@ def memory_plan(
     arrays = {arg: read[arg] if arg in read else arrays[arg] for arg, _, _ in items}
     arrays.update({arg: arr for arg, (arr, _) in (extra or {}).items()})
     return Plan(1, {}, arrays, streamed=False, first=items[0][0])
-
-
-def open_plan(output: str | None, chunk: int | None, sources: Sources) -> Plan | None:
-    """The streaming plan when the output is an .h5 file and A is a stack, else None.
-
-    --chunk without an .h5 output is a usage error; --chunk with inputs that cannot be cut
-    along A's first axis falls back to computing in memory, with a warning.
-    """
-    return _open_plan(output, chunk, sources, {})
 
 
 def _open_plan(
@@ -573,41 +564,6 @@ def _execute_on_cluster(
             console=c.err_console,
         )
     return Outcome(result.infos, shape, dtype, True)
-
-
-def run(
-    p: Plan,
-    *,
-    chunk: int | None,
-    output: str,
-    only: str | None,
-    inputs: list[str | None],
-    prepare: Callable[[Arrays], Arrays],
-    compute: Callable[[Arrays], tuple[dict[str, Any], Mapping[str, Any]]],
-    on_info: Callable[[Mapping[str, Any]], None],
-    label: str,
-    complex_work: bool = False,
-) -> list[Mapping[str, Any]]:
-    """Stream every chunk of a streaming plan through ``compute`` into ``output``; returns each
-    chunk's info. (The loop of :func:`execute`, for a plan opened by the caller.)
-
-    prepare: turns the raw arrays of a chunk into the arrays the rules take (complex casts);
-    compute: returns (results by output name, info) for a chunk, as device arrays;
-    on_info: called with each chunk's info once it is on the host (may raise to abort);
-    complex_work: the chunk is computed in complex arithmetic (--complex), for the default size.
-    """
-    try:
-        return _loop(
-            p,
-            _chunk_size(p, chunk, complex_work),
-            prepare,
-            compute,
-            on_info,
-            _H5Sink(output, only, inputs, p.batch),
-            label,
-        )
-    finally:
-        p.close()
 
 
 def merge_infos(infos: list[Mapping[str, Any]]) -> dict[str, Any]:
