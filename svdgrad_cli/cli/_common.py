@@ -251,7 +251,7 @@ EpsOpt = Annotated[
         min=0.0,
         metavar="E",
         rich_help_panel=_NUM,
-        help="Lorentzian broadening of 1/(s_j^2 - s_i^2); 0 is exact.",
+        help="Lorentzian broadening of 1/(s_j^2 - s_i^2); E >= 0, 0 is exact.",
     ),
 ]
 DegTolOpt = Annotated[
@@ -261,7 +261,7 @@ DegTolOpt = Annotated[
         min=0.0,
         metavar="T",
         rich_help_panel=_NUM,
-        help="Pairs with |s_i - s_j| <= T drop their 1/(s_j - s_i) term. "
+        help="Pairs with |s_i - s_j| <= T (T >= 0) drop their 1/(s_j - s_i) term. "
         "Default: 64 x machine eps x max(S).",
     ),
 ]
@@ -272,7 +272,7 @@ RankTolOpt = Annotated[
         min=0.0,
         metavar="R",
         rich_help_panel=_NUM,
-        help="Singular values <= R are left out of the 1/s terms. "
+        help="Singular values <= R (R >= 0) are left out of the 1/s terms. "
         "Default: max(S) x max(m, n) x machine eps.",
     ),
 ]
@@ -294,7 +294,7 @@ ChunkOpt = Annotated[
         min=1,
         metavar="N",
         rich_help_panel=_OUT,
-        help="Stream a stack (..., m, n) into an .h5 output N matrices at a time, reading .h5 "
+        help="Stream a stack (..., m, n) into an .h5 output N >= 1 matrices at a time, reading .h5 "
         "and .npy inputs piecewise; memory stays bounded by N. Default with an .h5 output: as "
         "many as fit in a quarter of the available memory.",
     ),
@@ -335,7 +335,7 @@ SolverOpt = Annotated[
 ]
 
 
-_CLUSTER = "Cluster (pip install 'svdgrad[dask]')"
+_CLUSTER = "Cluster (pip install 'svdgrad\\[dask]')"
 
 WorkersOpt = Annotated[
     int | None,
@@ -345,7 +345,7 @@ WorkersOpt = Annotated[
         metavar="N",
         show_default=False,
         rich_help_panel=_CLUSTER,
-        help="Compute the stack on a dask LocalCluster of N worker processes on this machine "
+        help="Compute the stack on a dask LocalCluster of N >= 1 worker processes on this machine "
         "(loopback only), one task per --chunk; the output is PATH.h5[:/GROUP] or "
         "PATH.zarr[:/GROUP].",
     ),

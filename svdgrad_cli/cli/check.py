@@ -346,7 +346,7 @@ def check(
             show_default=False,
             rich_help_panel=_STEPS,
             help="Draw the --steps curve into FILE.png or FILE.svg (implies --steps; needs "
-            "matplotlib: pip install 'svdgrad[plot]').",
+            "matplotlib: pip install 'svdgrad\\[plot]').",
         ),
     ] = None,
     rank: Annotated[
@@ -370,7 +370,9 @@ def check(
             help="With --rank: dense, iterative or auto (the default).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random directions.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Seed of the random directions.")
+    ] = 0,
     device: c.DeviceOpt = c.Device.cpu,
     convention: c.ConventionOpt = c.Convention.jax,
     eps: c.EpsOpt = 0.0,

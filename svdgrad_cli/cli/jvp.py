@@ -19,6 +19,8 @@ EPILOG = """\
 
   $ svdgrad jvp A.npy dA.npy --rank 3 --solver iterative -o out.npz
 
+  $ svdgrad jvp stack.h5:/A stack.h5:/dA -o out.zarr --workers 4
+
 Writes U, S, Vh, dU, dS, dVh (S and dS with --values-only); with --rank R the top R triplets,
 err, their tangents and derr.
 """

@@ -24,7 +24,7 @@ EPILOG = """\
 
   $ svdgrad svd A.npy --rank 3 -o f3.npz
 
-  $ svdgrad vjp A.npy --rank 3 --factors f3.npz --gU gU3.npy --gerr 1 -o grad3.npz
+  $ svdgrad vjp A.npy --rank 3 --factors f3.npz --gU gU3.npy --gerr 1 -o g3.npz
 
 """
 EPILOG += (
