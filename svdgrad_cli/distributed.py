@@ -166,10 +166,8 @@ def _zarr() -> Any:
 
 def _io(name: str) -> Any:
     """InputError, OutputError, H5StreamWriter, ... from the CLI's I/O layer."""
-    try:
-        from . import arrays as io_module
-    except ImportError:  # pragma: no cover - the layer became the io package
-        from . import io as io_module  # type: ignore[no-redef]
+    from . import io as io_module
+
     return getattr(io_module, name)
 
 

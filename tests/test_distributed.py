@@ -25,9 +25,9 @@ zarr = pytest.importorskip("zarr")
 
 from svdgrad_cli import api  # noqa: E402
 from svdgrad_cli import distributed as d  # noqa: E402
-from svdgrad_cli.arrays import InputError, OutputError  # noqa: E402
 from svdgrad_cli.cli import _stream  # noqa: E402
 from svdgrad_cli.cli.app import app  # noqa: E402
+from svdgrad_cli.io import InputError, OutputError  # noqa: E402
 
 JVP_NAMES = ["U", "S", "Vh", "dU", "dS", "dVh"]
 

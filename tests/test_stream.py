@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from svdgrad_cli.arrays import LazySource
 from svdgrad_cli.cli import _common
 from svdgrad_cli.cli.app import app
+from svdgrad_cli.io import LazySource
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..arrays import InputError, read_source, source_paths
+from ..io import InputError, read_source, source_paths
 from . import _common as c
 from .jvp import A_ARG
 from .vjp import GS_OPT, GU_OPT, GVH_OPT
