@@ -1,12 +1,14 @@
 """Benchmark harness: svdgrad's JVP and VJP against the SVD alone and against autodiff.
 
-Two suites (``suite=``): "derivatives" (the default, below) and "transforms" (svdgrad as JAX
+Three suites (``suite=``): "derivatives" (the default, below), "transforms" (svdgrad as JAX
 code inside other code: jit(grad) through svdgrad's svd against jnp.linalg.svd, and the
-per-call overhead of svd_jvp/svd_vjp on a small matrix; see :func:`run_transforms`); "all"
-runs both.
+per-call overhead of svd_jvp/svd_vjp on a small matrix; see :func:`run_transforms`) and
+"startup" (the command line as whole processes, as a user meets them: ``svdgrad --help`` and
+``svdgrad jvp`` against Python importing what they need, and against a plain JAX script; see
+:func:`run_startup`); "all" runs the three.
 
-Everything runs in one process. For each shape and case of the derivatives suite the
-contenders are
+The derivatives and transforms suites run in one process. For each shape and case of the
+derivatives suite the contenders are
 
     svd          a jitted jnp.linalg.svd(A, full_matrices=...) with U and Vh: the floor that any
                  derivative of the SVD pays (also for the values-only cases, whose derivative
@@ -73,8 +75,9 @@ JAX_COUNTERPART = {"svdgrad-jvp": "jax-jvp", "svdgrad-vjp": "jax-vjp"}
 SCHEMA = "svdgrad-bench/1"
 
 #: What a run measures: the derivatives suite (the table above), the transforms suite (svdgrad's
-#: svd under jit(grad), and the per-call overhead of svd_jvp/svd_vjp on a small matrix), or both.
-SUITES = ("derivatives", "transforms", "all")
+#: svd under jit(grad), and the per-call overhead of svd_jvp/svd_vjp on a small matrix), the
+#: startup suite (whole processes of the command line), or all three.
+SUITES = ("derivatives", "transforms", "startup", "all")
 DEFAULT_SUITE = "derivatives"
 DEFAULT_GRAD_SHAPES: tuple[tuple[int, ...], ...] = ((256, 32, 32), (384, 384))
 DEFAULT_OVERHEAD_SHAPE = (32, 32)
@@ -89,6 +92,13 @@ TARGETS = {"grad": 1.10, "overhead": 1.25}
 #: The transforms suite times back-to-back calls in samples of about this many seconds.
 SAMPLE_S = 0.02
 MAX_CALLS_PER_SAMPLE = 1000
+#: The startup suite: the size of the end-to-end jvp, the size of the warm-cache jvp, the rounds
+#: timed when the caller names none, and the goals for svdgrad over each baseline (ratio of
+#: medians).
+DEFAULT_STARTUP_SIZE = 1536
+STARTUP_SMALL_SIZE = 64
+DEFAULT_STARTUP_REPEAT = 7
+STARTUP_GOALS = {"help": 1.5, "jvp-small": 1.3, "jvp-large": 1.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +455,16 @@ def machine_info(device: str = "cpu") -> dict:
         "device_platform": dev.platform,
         "device_kind": getattr(dev, "device_kind", None),
         "torch_version": None if torch is None else str(torch.__version__),
+        "load_average": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the system reports them."""
+    try:
+        return [round(float(x), 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _ratio(x, ref):
@@ -469,6 +488,9 @@ def run_benchmark(
     suite: str = DEFAULT_SUITE,
     grad_shapes: Sequence[tuple[int, ...]] = DEFAULT_GRAD_SHAPES,
     overhead_shape: tuple[int, int] = DEFAULT_OVERHEAD_SHAPE,
+    startup_size: int = DEFAULT_STARTUP_SIZE,
+    startup_repeat: int | None = None,
+    startup_cache_dir: str | None = None,
 ) -> dict:
     """Run the benchmark; returns a JSON-serialisable dict.
 
@@ -476,7 +498,9 @@ def run_benchmark(
     method: shape, case, dtype, method, status "ok"/"unsupported"/"error", note, median_s,
     min_s, ratio_to_svd, ratio_to_jax (svdgrad rows), compile_s, times_s; empty when the suite
     did not run), many_tangents (None when tangents=0 or the suite did not run), transforms
-    (None unless suite is "transforms" or "all"; see :func:`run_transforms`).
+    (None unless suite is "transforms" or "all"; see :func:`run_transforms`), startup (None
+    unless suite is "startup" or "all"; see :func:`run_startup`: startup_repeat rounds, else
+    ``repeat``, at startup_size, with startup_cache_dir).
 
     float64 and complex128 need JAX's 64-bit mode (jax_enable_x64), which this function does
     not switch on (the command line does); without it, RuntimeError.
@@ -491,6 +515,10 @@ def run_benchmark(
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     if tangents < 0:
         raise ValueError(f"tangents must be >= 0, got {tangents}")
+    if startup_repeat is not None and startup_repeat < 1:
+        raise ValueError(f"startup_repeat must be >= 1, got {startup_repeat}")
+    if startup_size < 1:
+        raise ValueError(f"startup_size must be >= 1, got {startup_size}")
     _check_precision(dtype)
     case_names = parse_cases(cases, dtype)
     shapes = [tuple(int(d) for d in s) for s in shapes]
@@ -571,6 +599,15 @@ def run_benchmark(
             say=say,
         )
 
+    startup = None
+    if suite in ("startup", "all"):
+        startup = run_startup(
+            startup_size,
+            repeat=repeat if startup_repeat is None else startup_repeat,
+            cache_dir=startup_cache_dir,
+            say=say,
+        )
+
     return {
         "schema": SCHEMA,
         "config": {
@@ -585,12 +622,15 @@ def run_benchmark(
             "tangents_shape": list(tangents_shape),
             "grad_shapes": [list(s) for s in grad_shapes],
             "overhead_shape": list(overhead_shape),
+            "startup_size": int(startup_size),
+            "startup_repeat": None if startup is None else startup["repeat"],
             "seed": seed,
         },
         "machine": machine_info(device),
         "results": results,
         "many_tangents": many,
         "transforms": transforms,
+        "startup": startup,
     }
 
 
@@ -802,14 +842,239 @@ def _many_tangents(T: int, shape: tuple[int, int], dtype: str, dev, repeat: int,
     }
 
 
+# --------------------------------------------------------------------------------------------
+# the startup suite
+
+#: The plain script the end-to-end jvp is measured against: what a user of JAX would write
+#: (argv: A.npy dA.npy OUT.npz). It compiles at every run: no persistent compilation cache.
+PLAIN_SCRIPT = """\
+import sys
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+
+cpu = jax.devices("cpu")[0]
+a = jax.device_put(np.load(sys.argv[1]), cpu)
+da = jax.device_put(np.load(sys.argv[2]), cpu)
+f = jax.jit(
+    lambda a, da: jax.jvp(lambda x: jnp.linalg.svd(x, full_matrices=False), (a,), (da,))
+)
+(u, s, vh), (du, ds, dvh) = f(a, da)
+np.savez(sys.argv[3], U=u, S=s, Vh=vh, dU=du, dS=ds, dVh=dvh)
+"""
+
+#: Environment variables taken out of every process the startup suite runs: a cache chosen by
+#: the caller's environment would make the results depend on it (SVDGRAD_CACHE_DIR is set to
+#: the suite's own), and the plain script must compile every time.
+_STARTUP_UNSET = ("JAX_COMPILATION_CACHE_DIR", "SVDGRAD_NO_CACHE")
+
+
+def svdgrad_command() -> list[str]:
+    """How to run the command line from this Python: the ``svdgrad`` console script beside
+    sys.executable, else ``python -m svdgrad_cli``."""
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "svdgrad"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "svdgrad_cli"]
+
+
+def _startup_commands(size: int) -> tuple[dict[str, dict], list[dict]]:
+    """The processes (name -> argv and what it is) and the comparisons (svdgrad's process,
+    its baseline, the goal). Paths are relative to the suite's directory."""
+    import sys
+
+    py = sys.executable
+    sg = svdgrad_command()
+    small, n = STARTUP_SMALL_SIZE, size
+    commands = {
+        "help": {
+            "argv": [*sg, "--help"],
+            "about": "svdgrad --help, its page from the help cache",
+        },
+        "import-typer-rich": {
+            "argv": [py, "-c", "import typer, rich"],
+            "about": "Python importing typer and rich",
+        },
+        "jvp-small": {
+            "argv": [*sg, "jvp", f"A{small}.npy", f"dA{small}.npy", "-o", f"out{small}.npz"],
+            "about": f"svdgrad jvp at {small}x{small}, compilation cache warm",
+        },
+        "import-jax": {
+            "argv": [py, "-c", "import jax.numpy"],
+            "about": "Python importing jax.numpy",
+        },
+        "jvp-large": {
+            "argv": [*sg, "jvp", f"A{n}.npy", f"dA{n}.npy", "-o", f"out{n}.npz"],
+            "about": f"svdgrad jvp at {n}x{n}, end to end",
+        },
+        "script-large": {
+            "argv": [py, "plain_jvp.py", f"A{n}.npy", f"dA{n}.npy", f"plain{n}.npz"],
+            "about": f"a plain JAX script at {n}x{n}, compiling every time",
+        },
+    }
+    comparisons = [
+        {"name": "help", "command": "help", "baseline": "import-typer-rich"},
+        {"name": "jvp-small", "command": "jvp-small", "baseline": "import-jax"},
+        {"name": "jvp-large", "command": "jvp-large", "baseline": "script-large"},
+    ]
+    for comp in comparisons:
+        comp["goal"] = STARTUP_GOALS[comp["name"]]
+    return commands, comparisons
+
+
+def _run_process(argv: list[str], cwd: str, env: dict[str, str]) -> float:
+    """Wall time of one process (output discarded); a failing process is an error."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        again = subprocess.run(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
+        lines = (again.stderr or again.stdout or "").strip().splitlines()
+        why = lines[-1] if lines else "no output"
+        raise RuntimeError(
+            f"startup suite: {' '.join(argv)} exited with status {proc.returncode}: {why}"
+        )
+    return elapsed
+
+
+def run_startup(
+    size: int = DEFAULT_STARTUP_SIZE,
+    *,
+    repeat: int = DEFAULT_STARTUP_REPEAT,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    say: Callable[[str], None] | None = None,
+) -> dict:
+    """The startup suite: the command line as whole processes, as a user meets them.
+
+    Each process is timed as the wall time of subprocess.run (output discarded, exit status
+    checked), in rounds that run every process once, interleaved (the first process rotates);
+    the first round is a warm-up and is not counted, then ``repeat`` rounds are. Compared
+    (ratio of the medians, against a goal in STARTUP_GOALS):
+
+    help        ``svdgrad --help`` (served from the help cache, which the warm-up fills)
+                against ``python -c "import typer, rich"``
+    jvp-small   ``svdgrad jvp`` on a 64x64 float64 matrix, its compilation cache warm (the
+                warm-up fills it), against ``python -c "import jax.numpy"``
+    jvp-large   ``svdgrad jvp`` at size x size float64, end to end, against PLAIN_SCRIPT
+                (load, jit(jvp(svd)) compiled every time, save U, S, Vh, dU, dS, dVh)
+
+    Python is sys.executable, svdgrad the console script beside it (:func:`svdgrad_command`).
+    Inputs and outputs live in a temporary directory, removed afterwards. svdgrad's cache
+    (SVDGRAD_CACHE_DIR: compiled programs and help pages) is a fresh directory inside it
+    unless cache_dir names one, so that the results do not depend on the user's cache;
+    JAX_COMPILATION_CACHE_DIR and SVDGRAD_NO_CACHE are taken out of every process's
+    environment.
+
+    Returns {size, small_size, dtype, repeat, warmup_rounds, svdgrad, cache_dir (None for the
+    private one), script, load_average_before, load_average_after, commands, comparisons};
+    commands maps a name to {argv, command (one shell line, relative to the suite's
+    directory), about, warmup_s, times_s, median_s, min_s}; a comparison is {name, command,
+    baseline, goal, ratio, within_goal}.
+    """
+    import shlex
+    import tempfile
+
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    say = say or (lambda msg: None)
+    commands, comparisons = _startup_commands(size)
+    names = list(commands)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    warmup: dict[str, float] = {}
+    load_before = _load_average()
+    with tempfile.TemporaryDirectory(prefix="svdgrad-startup-") as tmp:
+        rng = np.random.default_rng(seed)
+        for n in sorted({STARTUP_SMALL_SIZE, size}):
+            np.save(os.path.join(tmp, f"A{n}.npy"), rng.standard_normal((n, n)))
+            np.save(os.path.join(tmp, f"dA{n}.npy"), rng.standard_normal((n, n)))
+        with open(os.path.join(tmp, "plain_jvp.py"), "w", encoding="utf-8") as fh:
+            fh.write(PLAIN_SCRIPT)
+        env = {k: v for k, v in os.environ.items() if k not in _STARTUP_UNSET}
+        cache = os.path.join(tmp, "cache") if cache_dir is None else cache_dir
+        env["SVDGRAD_CACHE_DIR"] = os.path.expanduser(cache)
+        for r in range(repeat + 1):
+            say(
+                "startup: warm-up round (fills the caches)"
+                if r == 0
+                else f"startup: round {r} of {repeat}"
+            )
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                t = _run_process(commands[name]["argv"], tmp, env)
+                if r == 0:
+                    warmup[name] = t
+                else:
+                    samples[name].append(t)
+    load_after = _load_average()
+
+    out_commands = {}
+    for name, spec in commands.items():
+        times = [float(x) for x in samples[name]]
+        out_commands[name] = {
+            "argv": list(spec["argv"]),
+            "command": shlex.join(spec["argv"]),
+            "about": spec["about"],
+            "warmup_s": float(warmup[name]),
+            "times_s": times,
+            "median_s": _median(times),
+            "min_s": min(times),
+        }
+    for comp in comparisons:
+        ratio = _ratio(
+            out_commands[comp["command"]]["median_s"],
+            out_commands[comp["baseline"]]["median_s"],
+        )
+        comp["ratio"] = ratio
+        comp["within_goal"] = None if ratio is None else bool(ratio <= comp["goal"])
+    return {
+        "size": int(size),
+        "small_size": STARTUP_SMALL_SIZE,
+        "dtype": "float64",
+        "repeat": int(repeat),
+        "warmup_rounds": 1,
+        "svdgrad": svdgrad_command(),
+        "cache_dir": cache_dir,
+        "script": PLAIN_SCRIPT,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "commands": out_commands,
+        "comparisons": comparisons,
+    }
+
+
 __all__ = [
     "CASE_NAMES",
     "DEFAULT_GRAD_SHAPES",
     "DEFAULT_OVERHEAD_SHAPE",
     "DEFAULT_SHAPES",
+    "DEFAULT_STARTUP_REPEAT",
+    "DEFAULT_STARTUP_SIZE",
     "DTYPES",
     "LOSSES",
     "METHODS",
+    "PLAIN_SCRIPT",
+    "STARTUP_GOALS",
     "SUITES",
     "TARGETS",
     "case_dtype",
@@ -822,5 +1087,7 @@ __all__ = [
     "parse_shape",
     "parse_shapes",
     "run_benchmark",
+    "run_startup",
     "run_transforms",
+    "svdgrad_command",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import typer
@@ -171,6 +172,7 @@ def test_json_to_stdout():
         ["--grad-shapes", "32"],
         ["--grad-shapes", "4x0x3"],
         ["--overhead-shape", "2x3x3"],
+        ["--suite", "startup", "--startup-size", "0"],
     ],
 )
 def test_bad_options_exit_2(args):
@@ -203,6 +205,7 @@ def test_help_has_example_and_does_not_import_jax():
         "r = CliRunner().invoke(app, ['bench', '--help'], env={'COLUMNS': '200'})\n"
         "assert r.exit_code == 0, r.output\n"
         "assert 'svdgrad bench --shapes 512x512 --repeat 3' in r.output, r.output\n"
+        "assert 'svdgrad bench --suite startup --json startup.json' in r.output, r.output\n"
         "assert 'jax' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -315,14 +318,15 @@ def test_transforms_tables(transforms_run):
 
 
 def test_all_suites_in_a_fresh_process():
-    """The real command in a process of its own (no test fixture has switched on x64): both
+    """The real command in a process of its own (no test fixture has switched on x64): the three
     suites run, in float64."""
     import subprocess
     import sys
 
     args = [sys.executable, "-m", "svdgrad_cli", "bench", "--suite", "all", "--shapes", "4x3"]
     args += ["--cases", "thin-real-usv", "--tangents", "0", "--no-torch", "--repeat", "1"]
-    args += ["--grad-shapes", "2x3x3", "--overhead-shape", "3x3", "--json", "-"]
+    args += ["--grad-shapes", "2x3x3", "--overhead-shape", "3x3", "--startup-size", "8"]
+    args += ["--json", "-"]
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -330,3 +334,68 @@ def test_all_suites_in_a_fresh_process():
     assert {r["method"] for r in data["results"]} == set(JAX_METHODS)
     assert all(r["status"] == "ok" for r in data["results"])
     assert all(r["status"] == "ok" for r in data["transforms"]["rows"])
+    assert data["startup"]["size"] == 8 and data["startup"]["repeat"] == 1
+    assert all(len(c["times_s"]) == 1 for c in data["startup"]["commands"].values())
+
+
+# --------------------------------------------------------------------------------------------
+# --suite startup
+
+STARTUP_COMMANDS = {
+    "help": "--help",
+    "import-typer-rich": "import typer, rich",
+    "jvp-small": "jvp A64.npy dA64.npy -o out64.npz",
+    "import-jax": "import jax.numpy",
+    "jvp-large": "jvp A32.npy dA32.npy -o out32.npz",
+    "script-large": "plain_jvp.py A32.npy dA32.npy plain32.npz",
+}
+
+
+def test_startup_suite(tmp_path):
+    """Whole processes: the JSON's structure, and ratios that are those of the medians (never
+    the timings themselves)."""
+    path = tmp_path / "startup.json"
+    args = ["bench", "--suite", "startup", "--startup-size", "32", "--repeat", "2"]
+    result = runner.invoke(_app(), [*args, "--json", str(path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    assert data["config"]["suite"] == "startup"
+    assert data["config"]["startup_size"] == 32 and data["config"]["startup_repeat"] == 2
+    assert data["results"] == [] and data["transforms"] is None
+    for key in ("jax_version", "python_version", "cpu_count", "processor"):
+        assert data["machine"][key] is not None
+    st = data["startup"]
+    assert st["size"] == 32 and st["small_size"] == 64 and st["dtype"] == "float64"
+    assert st["repeat"] == 2 and st["warmup_rounds"] == 1
+    assert st["cache_dir"] is None  # the private one
+    assert "jax.jvp" in st["script"] and "np.savez" in st["script"]
+    assert st["svdgrad"][-1].endswith("svdgrad") or st["svdgrad"][-2:] == ["-m", "svdgrad_cli"]
+    if hasattr(os, "getloadavg"):
+        for key in ("load_average_before", "load_average_after"):
+            assert len(st[key]) == 3
+        assert len(data["machine"]["load_average"]) == 3
+    assert set(st["commands"]) == set(STARTUP_COMMANDS)
+    for name, cmd in st["commands"].items():
+        assert set(cmd) == {"argv", "command", "about", "warmup_s", "times_s", "median_s", "min_s"}
+        assert STARTUP_COMMANDS[name] in cmd["command"]
+        assert cmd["argv"] and all(isinstance(a, str) for a in cmd["argv"])
+        assert len(cmd["times_s"]) == 2 and all(_positive(t) for t in cmd["times_s"])
+        assert _positive(cmd["warmup_s"]) and _positive(cmd["median_s"])
+        assert cmd["min_s"] <= cmd["median_s"]
+    pairs = {(c["command"], c["baseline"]) for c in st["comparisons"]}
+    assert pairs == {
+        ("help", "import-typer-rich"),
+        ("jvp-small", "import-jax"),
+        ("jvp-large", "script-large"),
+    }
+    goals = {c["name"]: c["goal"] for c in st["comparisons"]}
+    assert goals == {"help": 1.5, "jvp-small": 1.3, "jvp-large": 1.0}
+    for comp in st["comparisons"]:
+        ratio = st["commands"][comp["command"]]["median_s"]
+        ratio /= st["commands"][comp["baseline"]]["median_s"]
+        assert _positive(comp["ratio"]) and comp["ratio"] == ratio
+        assert comp["within_goal"] is (comp["ratio"] <= comp["goal"])
+    for word in ("Startup", "svdgrad --help", "import jax.numpy", "plain JAX script", "goal"):
+        assert word in result.output
+    table = result.output[: result.output.index("float64. jvp:")]
+    assert max(len(line) for line in table.splitlines()) <= 80

@@ -1,6 +1,7 @@
 """`svdgrad bench`: time svdgrad's JVP and VJP against the SVD alone and against autodiff
-(--suite derivatives), and svdgrad's svd under jit(grad) and the per-call overhead of svd_jvp
-and svd_vjp against JAX's own (--suite transforms)."""
+(--suite derivatives), svdgrad's svd under jit(grad) and the per-call overhead of svd_jvp
+and svd_vjp against JAX's own (--suite transforms), and the command line's processes against
+Python importing what they need and against a plain JAX script (--suite startup)."""
 
 from __future__ import annotations
 
@@ -55,13 +56,78 @@ def render(result: dict, console: Console) -> None:
         _render_derivatives(result, console)
     if result.get("transforms"):
         _render_transforms(result["transforms"], console)
+    if result.get("startup"):
+        _render_startup(result["startup"], console)
     m = result["machine"]
     c = result["config"]
     torch = f"torch {m['torch_version']}" if c["torch"] else "torch: not used"
+    runs = (
+        f" | {c['dtype']}, median of {c['repeat']} interleaved runs"
+        if result["results"] or result.get("transforms")
+        else ""
+    )
+    load = m.get("load_average")
+    load = f" | load average {' '.join(f'{x:.2f}' for x in load)}" if load else ""
     console.print(
         f"jax {m['jax_version']} | device {m['device']} ({m['device_kind']}) | "
-        f"{m['cpu_count']} CPUs | {m['processor']} | python {m['python_version']} | {torch} | "
-        f"{c['dtype']}, median of {c['repeat']} interleaved runs",
+        f"{m['cpu_count']} CPUs | {m['processor']} | python {m['python_version']} | {torch}"
+        f"{runs}{load}",
+        style="dim",
+    )
+
+
+#: How the startup table names each comparison and its baseline.
+_STARTUP_LABELS = {
+    "help": ("svdgrad --help", "import typer, rich"),
+    "jvp-small": ("jvp {small}x{small}, cached", "import jax.numpy"),
+    "jvp-large": ("jvp {n}x{n}", "plain JAX script"),
+}
+
+
+def _render_startup(st: dict, console: Console) -> None:
+    """The startup suite: one row per comparison, in at most 80 columns."""
+    cmds = st["commands"]
+    table = Table(
+        title=f"Startup: whole processes, median wall time (s) of {st['repeat']} rounds after "
+        "a warm-up"
+    )
+    table.add_column("svdgrad", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("against", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("ratio", justify="right", no_wrap=True)
+    table.add_column("goal", justify="right", no_wrap=True)
+    for comp in st["comparisons"]:
+        ours, theirs = _STARTUP_LABELS.get(comp["name"], (comp["command"], comp["baseline"]))
+        ratio = _x(comp["ratio"])
+        if comp["within_goal"] is not None:
+            colour = "green" if comp["within_goal"] else "red"
+            ratio = f"[{colour}]{ratio}[/{colour}]"
+        table.add_row(
+            ours.format(small=st["small_size"], n=st["size"]),
+            f"{cmds[comp['command']]['median_s']:.3f}",
+            theirs,
+            f"{cmds[comp['baseline']]['median_s']:.3f}",
+            ratio,
+            f"<= {comp['goal']:.2f}x",
+        )
+    console.print(table)
+    cache = (
+        "a private one, filled by the warm-up round"
+        if st["cache_dir"] is None
+        else (st["cache_dir"])
+    )
+    before, after = st.get("load_average_before"), st.get("load_average_after")
+    load = (
+        f" Load average (1 min) {before[0]:.2f} before, {after[0]:.2f} after."
+        if before and after
+        else ""
+    )
+    console.print(
+        "float64. jvp: svdgrad jvp A.npy dA.npy -o out.npz. The plain JAX script loads both "
+        "files, compiles jit(jvp(svd)) at every run and saves the six arrays. svdgrad's cache "
+        f"(SVDGRAD_CACHE_DIR): {cache}.{load} Command lines and all samples are in the JSON "
+        "(--json).",
         style="dim",
     )
 
@@ -239,14 +305,16 @@ def bench(
         ),
     ] = Device.cpu,
     repeat: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--repeat",
             min=1,
             metavar="N",
-            help="Timed runs per contender, N >= 1 (the median is reported).",
+            help="Timed runs per contender, N >= 1 (the median is reported). Default: 5; 7 "
+            "rounds for --suite startup.",
+            show_default=False,
         ),
-    ] = 5,
+    ] = None,
     cases: Annotated[
         str | None,
         typer.Option(
@@ -294,7 +362,8 @@ def bench(
             help="derivatives: svdgrad's JVP and VJP at --shapes (--cases, --tangents). "
             "transforms: jit(grad) through svdgrad's svd against jnp.linalg.svd at "
             "--grad-shapes, and the per-call overhead of svd_jvp and svd_vjp at "
-            "--overhead-shape. all: both.",
+            "--overhead-shape. startup: svdgrad --help and svdgrad jvp as whole processes "
+            "(--startup-size). all: the three.",
         ),
     ] = "derivatives",
     grad_shapes: Annotated[
@@ -313,10 +382,32 @@ def bench(
             help="Shape of A for the per-call overhead (transforms).",
         ),
     ] = _DEFAULT_OVERHEAD_SHAPE,
+    startup_size: Annotated[
+        int,
+        typer.Option(
+            "--startup-size",
+            min=1,
+            metavar="N",
+            help="N >= 1: the end-to-end svdgrad jvp of the startup suite runs on an NxN "
+            "float64 matrix.",
+        ),
+    ] = 1536,
+    startup_cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--startup-cache-dir",
+            metavar="DIR",
+            help="SVDGRAD_CACHE_DIR for the startup suite's processes. Default: a private "
+            "directory, new at each run and filled by its warm-up round, so that the results "
+            "do not depend on your cache.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Time svdgrad's JVP and VJP against the SVD alone and against JAX (and torch) autodiff.
 
-    One process; every contender is compiled and warmed up first, then run round-robin.
+    The derivatives and transforms suites run in one process; every contender is compiled
+    and warmed up first, then run round-robin.
 
     Reported: the median of --repeat runs, its ratio to the SVD alone and to jax.jvp/jax.vjp.
 
@@ -325,13 +416,21 @@ def bench(
     --suite transforms times jit(grad) of a loss through svdgrad's svd against jnp.linalg.svd,
     and one svd_jvp/svd_vjp call on a small matrix against a jitted jax.jvp/jax.vjp.
 
-    Runs in 64-bit mode, without the persistent compilation cache (compile times are real).
+    They run in 64-bit mode, without the persistent compilation cache (compile times are real).
+
+    --suite startup times whole processes (wall time, interleaved rounds, the first a warm-up):
+    svdgrad --help against python -c "import typer, rich"; svdgrad jvp at 64x64, its cache
+    warm, against python -c "import jax.numpy"; svdgrad jvp at --startup-size against a plain
+    JAX script that compiles every time. Inputs, outputs and svdgrad's cache live in a
+    temporary directory (--startup-cache-dir to name the cache).
 
     [bold]Examples[/bold]
 
       $ svdgrad bench --shapes 512x512 --repeat 3
 
       $ svdgrad bench --suite transforms --repeat 9
+
+      $ svdgrad bench --suite startup --json startup.json
 
       $ svdgrad bench --device auto --json bench.json
     """
@@ -400,7 +499,7 @@ def bench(
                 shape_list,
                 dtype=dtype,
                 device=device,
-                repeat=repeat,
+                repeat=5 if repeat is None else repeat,
                 cases=case_list,
                 use_torch=not no_torch,
                 tangents=tangents,
@@ -409,6 +508,9 @@ def bench(
                 suite=suite,
                 grad_shapes=grad_list,
                 overhead_shape=overhead,
+                startup_size=startup_size,
+                startup_repeat=harness.DEFAULT_STARTUP_REPEAT if repeat is None else repeat,
+                startup_cache_dir=startup_cache_dir,
             )
         except RuntimeError as exc:  # e.g. --device gpu without a GPU
             err.print(f"[red]error:[/red] {exc}")
