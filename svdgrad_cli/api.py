@@ -60,7 +60,12 @@ class Diagnostics(NamedTuple):
         for the iterative solver); cut_degenerate, whether the cut lies inside a degenerate
         pair (no derivative exists); solver_iterations and solver_residual of the conjugate
         gradients (relative); range_iterations and range_residual of the top-triplet
-        iteration (max ||A v_i - s_i u_i|| / s_1). Zero without rank=.
+        iteration (max ||A v_i - s_i u_i|| / s_1). Zero without rank=. solver_converged:
+        False when the iterative solver stopped short of its target, in either loop: at its
+        iteration limit (maxiter) with a relative residual above tol, with a final residual
+        (range_residual, solver_residual) above 1000 tol, or diverging (a cut inside a
+        degenerate pair); the results are then only about as accurate as those residuals.
+        True for the dense solver and without rank=.
     """
 
     S: jax.Array
@@ -84,6 +89,7 @@ class Diagnostics(NamedTuple):
     solver_residual: jax.Array
     range_iterations: jax.Array
     range_residual: jax.Array
+    solver_converged: jax.Array = np.True_
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +295,9 @@ def svd(
         Vh (..., R, n), with full_matrices=False; their derivatives include the coupling to
         the discarded spectrum (see svdgrad_cli.truncated_svd, which also returns the
         truncation error). solver : "auto" (default), "dense" or "iterative", with rank only.
+        The iterative solver warns (svdgrad_cli.truncated.SolverWarning) when it stops short
+        of full precision, and so does a derivative at a cut inside a degenerate pair; pass
+        tol= and maxiter= through truncated_svd.
     """
     if rank is not None:
         if full_matrices:
@@ -352,6 +361,7 @@ def _base_info(s, rec, eps):
         solver_residual=z,
         range_iterations=jnp.zeros((), jnp.int32),
         range_residual=z,
+        solver_converged=jnp.ones((), bool),
     )
 
 
@@ -483,6 +493,8 @@ def svd_jvp(
     return_info: bool = False,
     rank=None,
     solver="auto",
+    tol=None,
+    maxiter=None,
 ):
     """Forward-mode derivative (JVP) of A = U diag(S) Vh, with degenerate perturbation theory.
 
@@ -502,6 +514,12 @@ def svd_jvp(
         ``(U, S, Vh, err), (dU, dS, dVh, derr)`` (``(S, err), (dS, derr)`` with
         compute_uv=False), err the truncation error ||A - U S Vh||_F and derr its tangent.
         With rank, A is broadcast to the tangents' batch shape (one SVD per tangent).
+    tol, maxiter : with rank and the iterative solver: the relative residual each loop (the
+        top-triplet iteration, the conjugate gradients) is to reach (None: 32 machine eps) and
+        the most iterations of each (None: 200). A loop that stops short of tol is never
+        silent: with return_info, Diagnostics.solver_converged is False and range_residual /
+        solver_residual give how far it got (see Diagnostics); check it, or use
+        solver="dense", which is exact.
 
     Returns
     -------
@@ -531,6 +549,10 @@ def svd_jvp(
     dev = resolve_device(device)
     dtype = _inexact_dtype(A.dtype, dA.dtype)
     A, dA = _place(A, dtype, dev), _place(dA, dtype, dev)
+    if rank is None and (tol is not None or maxiter is not None):
+        raise ArgumentError(
+            "tol and maxiter set the truncated SVD's iterative solver: they need rank="
+        )
     if rank is not None:
         from . import truncated
 
@@ -538,13 +560,14 @@ def svd_jvp(
             raise ArgumentError("rank= gives a thin result: pass full_matrices=False with rank=")
         m, n = A.shape[-2:]
         rank = truncated.check_rank(rank, m, n)
+        opts = truncated.options(tol, maxiter)
         return truncated.jvp_jit(
             A,
             dA,
             *tols,
             rank=rank,
             solver=truncated.resolve_solver(solver, m, n, rank),
-            opts=truncated.Options(),
+            opts=opts,
             compute_uv=bool(compute_uv),
             with_info=bool(return_info),
         )
@@ -720,6 +743,8 @@ def svd_vjp(
     rank=None,
     solver="auto",
     gerr=None,
+    tol=None,
+    maxiter=None,
 ):
     """Reverse-mode derivative (VJP) of A = U diag(S) Vh: the cotangent gA of A.
 
@@ -759,6 +784,8 @@ def svd_vjp(
         they cover the k columns of the thin SVD: the phase of complex kept pairs, the basis
         inside a degenerate block of kept values, gS split on such a block, kept values in the
         null space.
+    tol, maxiter : as in svd_jvp (with rank and the iterative solver); with return_info,
+        Diagnostics.solver_converged says whether both loops reached tol.
 
     Returns
     -------
@@ -773,6 +800,10 @@ def svd_vjp(
         raise ArgumentError("svd_vjp needs at least one of gU, gS, gVh (or gerr with rank=)")
     if gerr is not None and rank is None:
         raise ArgumentError("gerr is the cotangent of the truncation error: it needs rank=")
+    if rank is None and (tol is not None or maxiter is not None):
+        raise ArgumentError(
+            "tol and maxiter set the truncated SVD's iterative solver: they need rank="
+        )
     if not compute_uv and (gU is not None or gVh is not None):
         raise ArgumentError("with compute_uv=False only gS is accepted (U and Vh are not outputs)")
     dev = resolve_device(device)
@@ -786,6 +817,7 @@ def svd_vjp(
         if full_matrices and compute_uv:
             raise ArgumentError("rank= gives a thin result: pass full_matrices=False with rank=")
         k = rank = truncated.check_rank(rank, m, n)
+        opts = truncated.options(tol, maxiter)
     if factors is not None:
         factors = _check_factors(A, factors, compute_uv, k, rank is not None)
         if rank is None:
@@ -826,7 +858,7 @@ def svd_vjp(
             *tols,
             rank=rank,
             solver=truncated.resolve_solver(solver, m, n, rank),
-            opts=truncated.Options(),
+            opts=opts,
             convention=convention,
             with_info=bool(return_info) or factors is not None,
             given=factors is not None,

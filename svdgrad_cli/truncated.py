@@ -15,6 +15,7 @@ rule couples the kept triplets to the discarded spectrum (see rules/truncated.py
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -31,6 +32,31 @@ SOLVERS = ("auto", "dense", "iterative")
 
 #: solver="auto" picks "iterative" when min(m, n) >= AUTO_MIN_SIZE and rank <= min(m, n) / 8
 AUTO_MIN_SIZE = 400
+
+
+class SolverWarning(RuntimeWarning):
+    """truncated_svd and svd(..., rank=) with the iterative solver: a loop stopped short of its
+    tolerance (at maxiter, or at a gap too small for it), or the cut lies inside a degenerate
+    pair, where no derivative exists. Issued when the computation runs (under jit too); svd_jvp
+    and svd_vjp with rank= report the same in their Diagnostics instead."""
+
+
+def _warn_unless(ok, text, residual=None):
+    """A SolverWarning, when the computation runs, unless every entry of ok is True."""
+
+    def emit(ok, residual):
+        if not bool(np.all(np.asarray(ok))):
+            size = "" if residual is None else f" (relative residual {np.max(residual):.1e})"
+            warnings.warn(f"truncated SVD: {text.format(size=size)}", SolverWarning, stacklevel=2)
+
+    jax.debug.callback(emit, ok, residual)
+
+
+_SHORT = (
+    "the iterative solver's {what} stopped short of its tolerance{{size}}: maxiter too small or "
+    "a small gap at the cut; the {result} are only about that accurate. Raise maxiter or use "
+    "solver='dense' (exact)"
+)
 
 
 class TruncatedSVDResult(NamedTuple):
@@ -60,6 +86,22 @@ def resolve_solver(solver: str, m: int, n: int, rank: int) -> str:
     return "iterative" if k >= AUTO_MIN_SIZE and 8 * rank <= k else "dense"
 
 
+def options(tol=None, maxiter=None) -> Options:
+    """Options for tol (None: 32 machine eps) and maxiter (None: 200), checked: ArgumentError
+    naming the argument otherwise."""
+    if maxiter is None:
+        maxiter = Options().maxiter
+    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
+        raise ArgumentError(f"maxiter must be a positive integer, got {maxiter!r}")
+    if tol is not None and (
+        isinstance(tol, bool)
+        or not isinstance(tol, (int, float, np.integer, np.floating))
+        or not (np.isfinite(tol) and tol > 0)
+    ):
+        raise ArgumentError(f"tol must be a positive finite number or None (default), got {tol!r}")
+    return Options(tol=float(tol or 0.0), maxiter=int(maxiter))
+
+
 def check_rank(rank, m: int, n: int) -> int:
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
         raise ArgumentError(f"rank must be an integer, got {rank!r}")
@@ -75,6 +117,10 @@ def check_rank(rank, m: int, n: int) -> int:
 
 def _tol(dtype, opts: Options) -> float:
     return opts.tol if opts.tol > 0 else 32 * float(np.finfo(np.dtype(dtype)).eps)
+
+
+def _cg_limits(dtype, opts: Options) -> dict:
+    return dict(tol=_tol(dtype, opts), maxiter=opts.maxiter)
 
 
 def _products(a):
@@ -156,14 +202,14 @@ def _discarded_cut(s_kept, s_next, deg_tol):
 
 @partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
 def _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts):
-    """(U, s, Vh, err, aux), aux (..., 3) real: s_{R+1} (or its Ritz estimate), iterations and
-    relative residual of the top-triplet iteration (0 for the dense solver); aux has no
-    derivative."""
+    """(U, s, Vh, err, aux), aux (..., 4) real: s_{R+1} (or its Ritz estimate), iterations,
+    relative residual and convergence (1 or 0) of the top-triplet iteration (0, 0 and 1 for the
+    dense solver); aux has no derivative."""
     rdt = jnp.finfo(a.dtype).dtype
     if solver == "dense":
         U, s, Vh = jnp.linalg.svd(a, full_matrices=False)
         nxt = s[..., rank] if rank < s.shape[-1] else jnp.zeros(s.shape[:-1], rdt)
-        aux = jnp.stack([nxt, jnp.zeros_like(nxt), jnp.zeros_like(nxt)], axis=-1)
+        aux = _aux(nxt)
         return (
             U[..., :rank],
             s[..., :rank],
@@ -171,18 +217,30 @@ def _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts):
             tr.truncation_error(s[..., rank:]),
             aux,
         )
-    U, s, Vh, nxt, it, rel = _top(a, rank, opts)
+    U, s, Vh, nxt, it, rel, ok = _top(a, rank, opts)
     err = jnp.sqrt(jnp.maximum(_perp_inner(a, U, s, Vh), 0))
-    aux = jnp.stack(
-        [nxt, jnp.broadcast_to(it.astype(rdt), nxt.shape), jnp.broadcast_to(rel, nxt.shape)], -1
-    )
-    return U, s, Vh, err, aux
+    return U, s, Vh, err, _aux(nxt, it, rel, ok)
 
 
-def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts):
+def _aux(nxt, it=None, rel=None, converged=None):
+    """The primal's aux (..., 4): s_{R+1}, and iterations, residual and convergence of the
+    top-triplet iteration (none: 0, 0, converged)."""
+    rdt = nxt.dtype
+
+    def col(x, default):
+        x = jnp.asarray(default if x is None else x).astype(rdt)
+        return jnp.broadcast_to(x, nxt.shape)
+
+    return jnp.stack([nxt, col(it, 0), col(rel, 0), col(converged, 1)], axis=-1)
+
+
+def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts, warn=False):
     """((U, s, Vh, err, aux), (dU, dS, dVh, derr), extras): the truncated rule, either solver.
 
-    extras: dict of cut_gap (relative), cut_degenerate, solver_iterations, solver_residual.
+    extras: dict of cut_gap (relative), cut_degenerate, solver_iterations, solver_residual,
+    solver_converged. warn: issue a SolverWarning when the conjugate gradients (forward, or
+    their transpose in reverse mode) stop short, or the cut is degenerate (for the custom_jvp,
+    which has no diagnostics).
     """
     from .api import _svd  # the thin SVD with svdgrad's own rule: differentiable again
 
@@ -196,8 +254,7 @@ def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts):
         Ud, sd, Vd = Uf[..., rank:], sf[..., rank:], _H(Vhf[..., rank:, :])
         err = tr.truncation_error(sd)
         nxt = sf[..., rank] if rank < sf.shape[-1] else jnp.zeros(sf.shape[:-1], rdt)
-        z = jnp.zeros_like(nxt)
-        aux = lax.stop_gradient(jnp.stack([nxt, z, z], axis=-1))
+        aux = lax.stop_gradient(_aux(nxt))
     else:
         U, s, Vh, err, aux = _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts)
     rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
@@ -213,16 +270,20 @@ def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts):
 
         def solve(ru, rv):
             xy = tr.solve_closed_form(s, ru, rv, Ud, sd, Vd, rec.deg_tol)
-            return xy, (jnp.zeros((), jnp.int32), jnp.zeros((), rdt))
+            return xy, (jnp.zeros((), jnp.int32), jnp.zeros((), rdt), jnp.ones((), bool))
 
     else:
         tol = _tol(dtype, opts)
 
         def solve(ru, rv):
-            x, y, it, res = tr.solve_cg(op, s, ru, rv, U, V, tol=tol, maxiter=opts.maxiter)
-            return (x, y), (it, res)
+            x, y, it, res, ok = tr.solve_cg(op, s, ru, rv, U, V, tol=tol, maxiter=opts.maxiter)
+            if warn:
+                _warn_unless(
+                    ok, _SHORT.format(what="conjugate gradients", result="derivatives"), res
+                )
+            return (x, y), (it, res, ok)
 
-    (X, Y), (iterations, residual) = tr.linear_solve(op, rU, rV, solve, has_aux=True)
+    (X, Y), (iterations, residual, converged) = tr.linear_solve(op, rU, rV, solve, has_aux=True)
     Omega_U, Omega_V = tr.kept_omegas(P, rec)
     dU = U @ Omega_U + X
     dVh = _H(V @ Omega_V + Y)
@@ -237,6 +298,7 @@ def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts):
         cut_degenerate=degenerate_cut,
         solver_iterations=iterations,
         solver_residual=residual,
+        solver_converged=converged,
     )
     return (U, s, Vh, err, aux), (dU, dS, dVh, derr), extras
 
@@ -244,8 +306,14 @@ def _tangents(a, da, eps, degeneracy_tol, rank_tol, rank, solver, opts):
 @_tsvd.defjvp
 def _tsvd_jvp(rank, solver, opts, primals, tangents):
     a, eps, degeneracy_tol, rank_tol = primals
-    primal_out, tangent_out, _ = _tangents(
-        a, tangents[0], eps, degeneracy_tol, rank_tol, rank, solver, opts
+    primal_out, tangent_out, extras = _tangents(
+        a, tangents[0], eps, degeneracy_tol, rank_tol, rank, solver, opts, warn=True
+    )
+    _warn_unless(
+        ~extras["cut_degenerate"],
+        f"the cut at rank {rank} lies inside a degenerate pair (s_R = s_(R+1)): the top {rank} "
+        "triplets have no derivative there, and the finite values returned are not one; keep "
+        "or drop the whole block of equal singular values",
     )
     return primal_out, tangent_out + (jnp.zeros_like(primal_out[4]),)
 
@@ -265,13 +333,9 @@ def _prepare(a, rank, solver, eps, degeneracy_tol, rank_tol, tol, maxiter):
     dtype = _inexact_dtype(a.dtype)
     if a.dtype != dtype:
         a = a.astype(dtype) if isinstance(a, jax.Array) else jnp.asarray(a, dtype)
-    if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
-        raise ArgumentError(f"maxiter must be a positive integer, got {maxiter!r}")
-    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
-        raise ArgumentError(f"tol must be a positive number or None (default), got {tol!r}")
+    opts = options(tol, maxiter)
     rdt = jnp.finfo(dtype).dtype
     tols = tuple(jnp.asarray(t).astype(rdt) for t in _tolerances(eps, degeneracy_tol, rank_tol))
-    opts = Options(tol=float(tol or 0.0), maxiter=int(maxiter))
     return a, rank, solver, tols, opts
 
 
@@ -300,13 +364,26 @@ def truncated_svd(
         products by A and A^H only; never forms A - U S Vh or an m x m matrix) or "auto"
         (iterative when min(m, n) >= 400 and rank <= min(m, n) / 8).
     tol, maxiter : iterative solver: relative residual to reach (default 32 machine eps) and
-        the most iterations of each loop.
+        the most iterations of each loop (the top-triplet iteration for the triplets, the
+        conjugate gradients for their derivatives).
     eps, degeneracy_tol, rank_tol : as in svd.
+
+    Nothing here stops silently short of its tolerance. When a loop of the iterative solver
+    does (maxiter too small, or a gap s_R - s_{R+1} so small relative to s_R that rounding
+    stalls it), a :class:`SolverWarning` (a RuntimeWarning) gives the residual reached, when the
+    computation runs, under jit, vmap and grad too; so does a derivative taken at a cut inside
+    a degenerate pair. Turn it into an error with ``warnings.simplefilter("error",
+    SolverWarning)``. svd_jvp and svd_vjp with ``rank=`` and ``return_info=True`` report the
+    same as data: Diagnostics.solver_converged (False when a loop stopped short),
+    range_residual, solver_residual and cut_degenerate.
     """
     a, rank, solver, tols, opts = _prepare(
         a, rank, solver, eps, degeneracy_tol, rank_tol, tol, maxiter
     )
-    U, s, Vh, err, _ = _tsvd(a, *tols, rank, solver, opts)
+    U, s, Vh, err, aux = _tsvd(a, *tols, rank, solver, opts)
+    if solver == "iterative":
+        text = _SHORT.format(what="top-triplet iteration", result="triplets and their derivatives")
+        _warn_unless(aux[..., 3] > 0.5, text, aux[..., 2])
     return TruncatedSVDResult(U, s, Vh, err)
 
 
@@ -320,6 +397,7 @@ def info_fields(extras, aux):
         solver_residual=jnp.max(extras["solver_residual"]).astype(rdt),
         range_iterations=jnp.max(aux[..., 1]).astype(jnp.int32),
         range_residual=jnp.max(aux[..., 2]),
+        solver_converged=jnp.all(extras["solver_converged"]) & jnp.all(aux[..., 3] > 0.5),
     )
 
 
@@ -364,8 +442,7 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
         Ud, sd, Vd = Uf[..., rank:], sf[..., rank:], _H(Vhf[..., rank:, :])
         err = tr.truncation_error(sd)
         nxt = sf[..., rank] if rank < sf.shape[-1] else jnp.zeros(sf.shape[:-1], rdt)
-        z = jnp.zeros_like(nxt)
-        aux = jnp.stack([nxt, z, z], axis=-1)
+        aux = _aux(nxt)
     elif factors is None:
         U, s, Vh, err, aux = _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts)
     else:
@@ -378,8 +455,7 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
         else:
             err = jnp.sqrt(jnp.maximum(_perp_inner(a, U, s, Vh), 0))
             nxt = _largest_value(a, U, Vh)
-        z = jnp.zeros_like(nxt)
-        aux = jnp.stack([nxt, z, z], axis=-1)
+        aux = _aux(nxt)
     rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
     gap, degenerate_cut = _discarded_cut(s, aux[..., 0], rec.deg_tol)
     V = _H(Vh)
@@ -397,9 +473,12 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
     if solver == "dense":
         X, Y = tr.solve_closed_form(s, gX, gY, Ud, sd, Vd, rec.deg_tol)
         iterations, residual = jnp.zeros((), jnp.int32), jnp.zeros((), rdt)
+        converged = jnp.ones((), bool)
     else:
         tol = _tol(dtype, opts)
-        X, Y, iterations, residual = tr.solve_cg(op, s, gX, gY, U, V, tol=tol, maxiter=opts.maxiter)
+        X, Y, iterations, residual, converged = tr.solve_cg(
+            op, s, gX, gY, U, V, tol=tol, maxiter=opts.maxiter
+        )
     GA = (U @ G_P + X) @ Vh + U @ _H(Y) if G_P is not None else X @ Vh + U @ _H(Y)
     if gerr is not None:
         perp = a - (U * s[..., None, :].astype(dtype)) @ Vh
@@ -410,6 +489,7 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
         cut_degenerate=degenerate_cut,
         solver_iterations=iterations,
         solver_residual=residual,
+        solver_converged=converged,
     )
     return GA, extras, gauge, aux, (U, s, Vh, err)
 
@@ -579,10 +659,8 @@ def _op_setup(op, rank, tol, maxiter):
         raise TypeError("expected a svdgrad_cli.LinearOperator(matvec, rmatvec, shape, dtype)")
     m, n = (int(d) for d in op.shape)
     rank = check_rank(rank, m, n)
-    if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
-        raise ArgumentError(f"maxiter must be a positive integer, got {maxiter!r}")
+    opts = options(tol, maxiter)
     dtype = jnp.dtype(op.dtype)
-    opts = Options(tol=float(tol or 0.0), maxiter=int(maxiter))
     return m, n, rank, dtype, opts
 
 
@@ -607,14 +685,14 @@ def operator_jvp(op, dop, rank, *, tol=None, maxiter=200):
     if not isinstance(dop, LinearOperator):
         dA = jnp.asarray(dop, dtype)
         dop = LinearOperator(lambda X: dA @ X, lambda Y: _Hdot(dA, Y), (m, n), dtype)
-    U, s, Vh, nxt, it_top, res_top = _op_top(op, m, n, rank, dtype, opts)
+    U, s, Vh, nxt, it_top, res_top, ok_top = _op_top(op, m, n, rank, dtype, opts)
     V = _H(Vh)
     dAV = dop.matvec(V)
     P = _Hdot(U, dAV)
     rU = dAV - U @ P
     rV = dop.rmatvec(U) - V @ _H(P)
     op_c = tr.coupled_operator(s, op.matvec, op.rmatvec, U, V)
-    X, Y, it, res = tr.solve_cg(op_c, s, rU, rV, U, V, tol=_tol(dtype, opts), maxiter=maxiter)
+    X, Y, it, res, ok = tr.solve_cg(op_c, s, rU, rV, U, V, **_cg_limits(dtype, opts))
     rec = reciprocals(s, m, n, 0.0, -1.0, -1.0)
     Omega_U, Omega_V = tr.kept_omegas(P, rec)
     dU = U @ Omega_U + X
@@ -628,6 +706,7 @@ def operator_jvp(op, dop, rank, *, tol=None, maxiter=200):
         solver_residual=res,
         range_iterations=it_top,
         range_residual=res_top,
+        solver_converged=ok & ok_top,
     )
     return (U, s, Vh), (dU, dS, dVh), info
 
@@ -645,12 +724,13 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
     if gU is None and gS is None and gVh is None:
         raise ArgumentError("operator_vjp needs at least one of gU, gS, gVh")
     if factors is None:
-        U, s, Vh, nxt, it_top, res_top = _op_top(op, m, n, rank, dtype, opts)
+        U, s, Vh, nxt, it_top, res_top, ok_top = _op_top(op, m, n, rank, dtype, opts)
     else:
         U, s, Vh = (jnp.asarray(f) for f in factors)
         U, Vh = U.astype(dtype), Vh.astype(dtype)
         s = s.astype(jnp.finfo(dtype).dtype)
         nxt, it_top, res_top = jnp.zeros((), s.dtype), jnp.zeros((), jnp.int32), jnp.nan
+        ok_top = jnp.ones((), bool)
     V = _H(Vh)
     rec = reciprocals(s, m, n, 0.0, -1.0, -1.0)
     GU = None if gU is None else jnp.asarray(gU, dtype)
@@ -662,7 +742,7 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
     gX = jnp.zeros(U.shape, dtype) if GU is None else GU - U @ M_U
     gY = jnp.zeros(V.shape, dtype) if GV is None else GV - V @ M_V
     op_c = tr.coupled_operator(s, op.matvec, op.rmatvec, U, V)
-    X, Y, it, res = tr.solve_cg(op_c, s, gX, gY, U, V, tol=_tol(dtype, opts), maxiter=maxiter)
+    X, Y, it, res, ok = tr.solve_cg(op_c, s, gX, gY, U, V, **_cg_limits(dtype, opts))
     left = jnp.concatenate([(U @ G_P if G_P is not None else 0) + X, U], axis=-1)
     right = jnp.concatenate([Vh, _H(Y)], axis=-2)
     gap, cut = _discarded_cut(s, nxt, rec.deg_tol)
@@ -673,6 +753,7 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
         solver_residual=res,
         range_iterations=it_top,
         range_residual=res_top,
+        solver_converged=ok & ok_top,
     )
     info.update(_gauge_fields(s, rec, U, V, GU, GV, M_U, M_V, gS))
     return LowRank(left, right), info

@@ -303,3 +303,118 @@ def test_vjp_reports_a_rotation_inside_a_degenerate_kept_block(solver, cplx):
     assert float(info.spectrum_relative) > 0.1 and float(info.rotation_relative) == 0
     _, info = svd_vjp(A, gS=np.array([1.0, 2.0, 2.0]), rank=3, solver=solver, return_info=True)
     assert float(info.gauge_relative) == 0
+
+
+# --------------------------------------------------------------------------- iterative solver
+
+
+def _solver_fields(info):
+    return (
+        bool(info.solver_converged),
+        float(info.range_residual),
+        float(info.solver_residual),
+        int(info.range_iterations),
+        int(info.solver_iterations),
+    )
+
+
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+def test_iterative_solver_converges_on_a_random_matrix_and_agrees_with_dense(cplx):
+    """40 x 30, R = 4 (s_4 / s_5 = 1.05): both loops reach full precision in fewer than maxiter
+    steps, and the conjugate gradients do not run away once a column has converged (they did,
+    to residuals of 1e95, when the residual kept its rounding component in the kept frames)."""
+    rng = np.random.default_rng(21)
+    A, dA = _randn(rng, (40, 30), cplx), _randn(rng, (40, 30), cplx)
+    out = svd_jvp(A, dA, rank=4, solver="iterative", return_info=True)
+    ok, range_res, cg_res, range_it, cg_it = _solver_fields(out[2])
+    assert ok and range_res < 1e-13 and cg_res < 1e-13 and range_it < 200 and cg_it < 200
+    ours, ref = _ours(*out[0][:3], *out[1]), _fd(A, dA, 4)
+    for key in ref:
+        assert _rel(ours[key], ref[key]) < FD_RTOL, key
+    gU = _randn(rng, (40, 4), cplx)
+    gA, info = svd_vjp(A, gU, np.ones(4), rank=4, solver="iterative", return_info=True)
+    dense = svd_vjp(A, gU, np.ones(4), rank=4, solver="dense", factors=out[0][:3])
+    it_given = svd_vjp(A, gU, np.ones(4), rank=4, solver="iterative", factors=out[0][:3])
+    assert bool(info.solver_converged) and _rel(it_given, np.asarray(dense)) < 1e-10
+
+
+@pytest.mark.parametrize("maxiter", [1, 3])
+def test_an_iteration_limit_is_never_silent(maxiter):
+    """maxiter far too small: svd_jvp and svd_vjp report solver_converged False with the
+    residuals that say how far they got; truncated_svd (no diagnostics) issues a SolverWarning
+    from the primal and from the derivative, under jit too. The default limit is not flagged."""
+    from svdgrad_cli.truncated import SolverWarning
+
+    rng = np.random.default_rng(22)
+    A, dA = _randn(rng, (40, 30)), _randn(rng, (40, 30))
+    kw = dict(rank=4, solver="iterative", return_info=True)
+    info = svd_jvp(A, dA, maxiter=maxiter, **kw)[2]
+    ok, range_res, cg_res, range_it, cg_it = _solver_fields(info)
+    assert not ok and max(range_res, cg_res) > 1e-6 and range_it <= maxiter and cg_it <= maxiter
+    _, info = svd_vjp(A, gS=np.ones(4), gVh=_randn(rng, (4, 30)), maxiter=maxiter, **kw)
+    assert not bool(info.solver_converged)
+    for kwargs in ({}, {"maxiter": 200}):
+        assert bool(svd_jvp(A, dA, **kw, **kwargs)[2].solver_converged)
+    assert bool(svd_vjp(A, gS=np.ones(4), **kw)[1].solver_converged)
+    dense = svd_jvp(A, dA, rank=4, solver="dense", maxiter=1, return_info=True)[2]
+    assert bool(dense.solver_converged)
+
+    def loss(a, maxiter):
+        U = truncated_svd(a, 4, solver="iterative", maxiter=maxiter).U
+        return jnp.sum(U[:5] ** 2)
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    with pytest.warns(SolverWarning, match="stopped short of its tolerance") as record:
+        jax.block_until_ready(grad(A, maxiter))
+    messages = " ".join(str(w.message) for w in record)
+    assert "top-triplet iteration" in messages and "conjugate gradients" in messages
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SolverWarning)
+        jax.block_until_ready(grad(A, 200))
+
+
+def test_a_tiny_gap_at_the_cut_is_flagged_by_the_iterative_solver_only():
+    """s_4 - s_5 = 1e-7 s_4: the conjugate gradients stall at a residual far above tol (the
+    system's condition number is 4e7), which solver_converged reports; the dense closed form
+    is exact there and is not flagged."""
+    rng = np.random.default_rng(23)
+    values = np.r_[np.linspace(3.0, 2.0, 4), 2.0 - 2e-7, np.linspace(1.5, 0.1, 20)]
+    A = _with_values(rng, values, 40, 30)
+    dA = _randn(rng, (40, 30))
+    info = svd_jvp(A, dA, rank=4, solver="iterative", return_info=True)[2]
+    assert not bool(info.cut_degenerate) and not bool(info.solver_converged)
+    assert float(info.solver_residual) > 1e-12
+    info = svd_jvp(A, dA, rank=4, solver="dense", return_info=True)[2]
+    assert bool(info.solver_converged)
+
+
+def test_a_cut_inside_a_degenerate_pair_warns_when_differentiated():
+    from svdgrad_cli.truncated import SolverWarning
+
+    rng = np.random.default_rng(24)
+    A = _with_values(rng, [5.0, 4.0, 3.0, 3.0, 1.0], 7, 5)
+    with pytest.warns(SolverWarning, match="inside a degenerate pair"):
+        g = jax.grad(lambda a: jnp.sum(svd(a, False, rank=3, solver="dense").S))(A)
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_tol_and_maxiter_are_checked():
+    A = np.ones((6, 4))
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="maxiter must be a positive integer"):
+            svd_jvp(A, A, rank=2, maxiter=bad)
+        with pytest.raises(ValueError, match="maxiter must be a positive integer"):
+            svd_vjp(A, gS=np.ones(2), rank=2, maxiter=bad)
+        with pytest.raises(ValueError, match="maxiter must be a positive integer"):
+            truncated_svd(A, 2, maxiter=bad)
+    for bad in (0.0, -1e-8, float("nan"), float("inf"), True, "1e-8"):
+        with pytest.raises(ValueError, match="tol must be a positive finite number"):
+            svd_jvp(A, A, rank=2, tol=bad)
+        with pytest.raises(ValueError, match="tol must be a positive finite number"):
+            truncated_svd(A, 2, tol=bad)
+    with pytest.raises(ValueError, match="need rank="):
+        svd_jvp(A, A, maxiter=10)
+    with pytest.raises(ValueError, match="need rank="):
+        svd_vjp(A, gS=np.ones(4), tol=1e-8)

@@ -46,6 +46,10 @@ from jax import lax
 
 from ._common import _H, Reciprocals, _Hdot, is_complex
 
+#: an iterative loop counts as converged when its relative residual is within tol, or within
+#: CONVERGED_SLACK * tol where rounding stops it from shrinking further
+CONVERGED_SLACK = 1e3
+
 
 def _cplx_i(x, dtype):
     """i * x for real x, as dtype (complex); strict dtype promotion has no real * 1j."""
@@ -125,11 +129,16 @@ def solve_closed_form(s, rU, rV, Ud, sd, Vd, deg_tol=None):
 
 
 def solve_cg(op, s, rU, rV, U, V, *, tol, maxiter):
-    """(X, Y, iterations, relative residual) by conjugate gradients, one column per kept value.
+    """(X, Y, iterations, relative residual, converged) by conjugate gradients, one column per
+    kept value.
 
     op: coupled_operator (products by A and A^H only). Each column i solves the Hermitian
     positive definite (s_i - K) z = r on the complement of the kept frames; the iterates are
-    projected back onto it at every step, so rounding cannot drift into the frames.
+    projected back onto it at every step, so rounding cannot drift into the frames. The part of
+    r in the frames (op multiplies it by s_i there) is solved exactly.
+    converged is False when the loop stopped at maxiter with a column short of tol, when it
+    diverged (a singular system: a cut inside a degenerate pair), or when the true relative
+    residual of what is returned exceeds CONVERGED_SLACK * tol (rounding at a tiny gap).
     """
     dtype = rU.dtype
     rdt = jnp.finfo(dtype).dtype
@@ -143,37 +152,56 @@ def solve_cg(op, s, rU, rV, U, V, *, tol, maxiter):
 
     bnorm = jnp.sqrt(dot(rU, rV, rU, rV))
     bnorm_safe = jnp.where(bnorm > 0, bnorm, 1)
-    x0, y0 = rU * (1 / S), rV * (1 / S)  # the solution when A_perp = 0
+    # the operator maps the frames to themselves, column i times s_i: that part of the solution
+    # is exact; the iteration solves the rest, on the complement (a reverse-mode cotangent may
+    # have both)
+    cU, cV = proj(rU, U), proj(rV, V)
+    fx, fy = (rU - cU) * (1 / S), (rV - cV) * (1 / S)
+    x0, y0 = cU * (1 / S), cV * (1 / S)  # the solution when A_perp = 0
     ox, oy = op((x0, y0))
-    rx, ry = rU - ox, rV - oy
+    # residuals, like iterates, stay on the complement: a rounding component in the frames is
+    # out of reach of the iteration, and left in it would stall rr while p shrinks (alpha =
+    # rr / <p, A p> then blows up once a column reaches rounding level)
+    rx, ry = proj(cU - ox, U), proj(cV - oy, V)
     rr = dot(rx, ry, rx, ry)
+
+    def running(rr):
+        return jnp.sqrt(rr) > tol * bnorm_safe
 
     def cond(state):
         it, _, _, _, _, _, _, rr = state
         # a singular system (a cut inside a degenerate pair) diverges: stop before overflow
-        running = jnp.sqrt(rr) > tol * bnorm_safe
-        return (it < maxiter) & jnp.any(running) & jnp.all(jnp.isfinite(rr))
+        return (it < maxiter) & jnp.any(running(rr)) & jnp.all(jnp.isfinite(rr))
 
     def body(state):
         it, x, y, rx, ry, px, py, rr = state
+        active = running(rr)  # converged columns stay as they are
         qx, qy = op((px, py))
         pq = dot(px, py, qx, qy)
-        alpha = jnp.where(pq > 0, rr / jnp.where(pq > 0, pq, 1), 0).astype(dtype)
+        ok = active & (pq > 0)
+        alpha = jnp.where(ok, rr / jnp.where(ok, pq, 1), 0).astype(dtype)
         x, y = x + alpha[..., None, :] * px, y + alpha[..., None, :] * py
-        rx, ry = rx - alpha[..., None, :] * qx, ry - alpha[..., None, :] * qy
+        rx = proj(rx - alpha[..., None, :] * qx, U)
+        ry = proj(ry - alpha[..., None, :] * qy, V)
         rr_new = dot(rx, ry, rx, ry)
-        beta = jnp.where(rr > 0, rr_new / jnp.where(rr > 0, rr, 1), 0).astype(dtype)
-        px, py = rx + beta[..., None, :] * px, ry + beta[..., None, :] * py
+        ok = active & (rr > 0)
+        beta = jnp.where(ok, rr_new / jnp.where(ok, rr, 1), 0).astype(dtype)
+        px = jnp.where(active[..., None, :], rx + beta[..., None, :] * px, px)
+        py = jnp.where(active[..., None, :], ry + beta[..., None, :] * py, py)
         return it + 1, proj(x, U), proj(y, V), rx, ry, proj(px, U), proj(py, V), rr_new
 
     state = (jnp.zeros((), jnp.int32), x0, y0, rx, ry, rx, ry, rr)
     it, x, y, rx, ry, _, _, rr = lax.while_loop(cond, body, state)
-    x = jnp.where(jnp.isfinite(x), x, 0)
-    y = jnp.where(jnp.isfinite(y), y, 0)
+    finite = jnp.all(jnp.isfinite(rr)) & jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
+    reached = jnp.all(jnp.sqrt(rr) <= tol * bnorm_safe)
+    x = jnp.where(jnp.isfinite(x), x, 0) + fx
+    y = jnp.where(jnp.isfinite(y), y, 0) + fy
     # the true residual of what is returned
     ox, oy = op((x, y))
     res = jnp.sqrt(dot(rU - ox, rV - oy, rU - ox, rV - oy)) / bnorm_safe
-    return x, y, it, jnp.max(res, initial=jnp.zeros((), rdt)).astype(rdt)
+    res = jnp.max(res, initial=jnp.zeros((), rdt)).astype(rdt)
+    converged = finite & reached & (res <= CONVERGED_SLACK * tol)
+    return x, y, it, res, converged
 
 
 def coupled_operator(s, matvec, rmatvec, U, V):
@@ -219,8 +247,10 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
     orthonormal basis Q = qr(Y). It stops when every kept residual is at most tol * s_1, when
     the residual stops shrinking within 1000 tol (rounding), or after maxiter steps.
 
-    Returns (U (m, R), s (R,), Vh (R, n), next_value, iterations, relative residual), next_value
-    the Ritz estimate of s_{R+1} (0 when l == R).
+    Returns (U (m, R), s (R,), Vh (R, n), next_value, iterations, relative residual,
+    converged), next_value the Ritz estimate of s_{R+1} (0 when l == R); converged is False when
+    the loop stopped at maxiter with the residual above tol and still shrinking, or above
+    CONVERGED_SLACK * tol, or not finite.
     """
     Q, _ = jnp.linalg.qr(matvec(Omega))
     dtype = Q.dtype
@@ -244,7 +274,7 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
     def cond(state):
         it, _, _, _, _, rel, prev = state
         # near rounding level a residual that no longer shrinks is as good as it gets
-        return (it < maxiter) & (rel > tol) & ((rel < 0.9 * prev) | (rel > 1e3 * tol))
+        return (it < maxiter) & (rel > tol) & ((rel < 0.9 * prev) | (rel > CONVERGED_SLACK * tol))
 
     def body(state):
         it, U, sb, V, Y, rel, _ = state
@@ -253,9 +283,11 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
         return it + 1, U2, sb2, V2, Y2, rel2, rel
 
     state = (jnp.ones((), jnp.int32), U, sb, V, Y, rel, inf)
-    it, U, sb, V, _, rel, _ = lax.while_loop(cond, body, state)
+    it, U, sb, V, _, rel, prev = lax.while_loop(cond, body, state)
     nxt = sb[..., R] if l > R else jnp.zeros(sb.shape[:-1], rdt)
-    return U[..., :R], sb[..., :R], _H(V[..., :R]), nxt, it, rel
+    stagnated = (rel >= 0.9 * prev) & (rel <= CONVERGED_SLACK * tol)
+    converged = jnp.isfinite(rel) & ((rel <= tol) | stagnated)
+    return U[..., :R], sb[..., :R], _H(V[..., :R]), nxt, it, rel, converged
 
 
 # --------------------------------------------------------------------------- the error
