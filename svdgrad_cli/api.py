@@ -61,9 +61,9 @@ class Diagnostics(NamedTuple):
         pair (no derivative exists); solver_iterations and solver_residual of the conjugate
         gradients (relative); range_iterations and range_residual of the top-triplet
         iteration (max ||A v_i - s_i u_i|| / s_1). Zero without rank=. solver_converged:
-        False when the iterative solver stopped short of its target, in either loop: at its
-        iteration limit (maxiter) with a relative residual above tol, with a final residual
-        (range_residual, solver_residual) above 1000 tol, or diverging (a cut inside a
+        False when either loop of the iterative solver ends with its relative residual
+        (range_residual, solver_residual) above max(tol, 1e4 machine eps), whether it stopped
+        at its iteration limit (maxiter), stalled at a tiny gap, or diverged (a cut inside a
         degenerate pair); the results are then only about as accurate as those residuals.
         True for the dense solver and without rank=.
     """

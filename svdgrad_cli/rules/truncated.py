@@ -46,9 +46,19 @@ from jax import lax
 
 from ._common import _H, Reciprocals, _Hdot, is_complex
 
-#: an iterative loop counts as converged when its relative residual is within tol, or within
-#: CONVERGED_SLACK * tol where rounding stops it from shrinking further
-CONVERGED_SLACK = 1e3
+#: the top-triplet iteration stops, short of tol, where its residual stalls below
+#: STALL_SLACK * tol (rounding)
+STALL_SLACK = 1e3
+#: an iterative loop has converged when its final relative residual is finite and at most
+#: max(tol, ROUNDING_LIMIT * machine eps), however it stopped
+ROUNDING_LIMIT = 1e4
+
+
+def converged(residual, tol):
+    """Whether a final relative residual meets tol or, for a tol below what rounding allows,
+    ROUNDING_LIMIT machine eps."""
+    limit = jnp.maximum(tol, ROUNDING_LIMIT * jnp.finfo(residual.dtype).eps)
+    return jnp.all(jnp.isfinite(residual)) & jnp.all(residual <= limit)
 
 
 def _cplx_i(x, dtype):
@@ -136,9 +146,9 @@ def solve_cg(op, s, rU, rV, U, V, *, tol, maxiter):
     positive definite (s_i - K) z = r on the complement of the kept frames; the iterates are
     projected back onto it at every step, so rounding cannot drift into the frames. The part of
     r in the frames (op multiplies it by s_i there) is solved exactly.
-    converged is False when the loop stopped at maxiter with a column short of tol, when it
-    diverged (a singular system: a cut inside a degenerate pair), or when the true relative
-    residual of what is returned exceeds CONVERGED_SLACK * tol (rounding at a tiny gap).
+    converged (see :func:`converged`) judges the true relative residual of what is returned:
+    False when the loop stopped at maxiter short of tol, stalled above it (rounding at a tiny
+    gap), or diverged (a singular system: a cut inside a degenerate pair).
     """
     dtype = rU.dtype
     rdt = jnp.finfo(dtype).dtype
@@ -193,15 +203,13 @@ def solve_cg(op, s, rU, rV, U, V, *, tol, maxiter):
     state = (jnp.zeros((), jnp.int32), x0, y0, rx, ry, rx, ry, rr)
     it, x, y, rx, ry, _, _, rr = lax.while_loop(cond, body, state)
     finite = jnp.all(jnp.isfinite(rr)) & jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
-    reached = jnp.all(jnp.sqrt(rr) <= tol * bnorm_safe)
     x = jnp.where(jnp.isfinite(x), x, 0) + fx
     y = jnp.where(jnp.isfinite(y), y, 0) + fy
     # the true residual of what is returned
     ox, oy = op((x, y))
     res = jnp.sqrt(dot(rU - ox, rV - oy, rU - ox, rV - oy)) / bnorm_safe
     res = jnp.max(res, initial=jnp.zeros((), rdt)).astype(rdt)
-    converged = finite & reached & (res <= CONVERGED_SLACK * tol)
-    return x, y, it, res, converged
+    return x, y, it, res, finite & converged(res, tol)
 
 
 def coupled_operator(s, matvec, rmatvec, U, V):
@@ -248,9 +256,8 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
     the residual stops shrinking within 1000 tol (rounding), or after maxiter steps.
 
     Returns (U (m, R), s (R,), Vh (R, n), next_value, iterations, relative residual,
-    converged), next_value the Ritz estimate of s_{R+1} (0 when l == R); converged is False when
-    the loop stopped at maxiter with the residual above tol and still shrinking, or above
-    CONVERGED_SLACK * tol, or not finite.
+    converged), next_value the Ritz estimate of s_{R+1} (0 when l == R); converged (see
+    :func:`converged`) is False when the loop stopped above tol and ROUNDING_LIMIT eps.
     """
     Q, _ = jnp.linalg.qr(matvec(Omega))
     dtype = Q.dtype
@@ -274,7 +281,7 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
     def cond(state):
         it, _, _, _, _, rel, prev = state
         # near rounding level a residual that no longer shrinks is as good as it gets
-        return (it < maxiter) & (rel > tol) & ((rel < 0.9 * prev) | (rel > CONVERGED_SLACK * tol))
+        return (it < maxiter) & (rel > tol) & ((rel < 0.9 * prev) | (rel > STALL_SLACK * tol))
 
     def body(state):
         it, U, sb, V, Y, rel, _ = state
@@ -283,11 +290,9 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
         return it + 1, U2, sb2, V2, Y2, rel2, rel
 
     state = (jnp.ones((), jnp.int32), U, sb, V, Y, rel, inf)
-    it, U, sb, V, _, rel, prev = lax.while_loop(cond, body, state)
+    it, U, sb, V, _, rel, _ = lax.while_loop(cond, body, state)
     nxt = sb[..., R] if l > R else jnp.zeros(sb.shape[:-1], rdt)
-    stagnated = (rel >= 0.9 * prev) & (rel <= CONVERGED_SLACK * tol)
-    converged = jnp.isfinite(rel) & ((rel <= tol) | stagnated)
-    return U[..., :R], sb[..., :R], _H(V[..., :R]), nxt, it, rel, converged
+    return U[..., :R], sb[..., :R], _H(V[..., :R]), nxt, it, rel, converged(rel, tol)
 
 
 # --------------------------------------------------------------------------- the error
