@@ -380,7 +380,15 @@ def truncated_svd(
     a, rank, solver, tols, opts = _prepare(
         a, rank, solver, eps, degeneracy_tol, rank_tol, tol, maxiter
     )
-    U, s, Vh, err, aux = _tsvd(a, *tols, rank, solver, opts)
+    return _truncated_jit(a, *tols, rank=rank, solver=solver, opts=opts)
+
+
+@partial(jax.jit, static_argnames=("rank", "solver", "opts"))
+def _truncated_jit(a, eps, degeneracy_tol, rank_tol, *, rank, solver, opts):
+    """truncated_svd once its arguments are checked: compiled once per shape, dtype, rank,
+    solver and options (a call outside jit would otherwise dispatch op by op and trace the
+    loops anew each time); inlined under an outer jit, and differentiable through _tsvd."""
+    U, s, Vh, err, aux = _tsvd(a, eps, degeneracy_tol, rank_tol, rank, solver, opts)
     if solver == "iterative":
         text = _SHORT.format(what="top-triplet iteration", result="triplets and their derivatives")
         _warn_unless(aux[..., 3] > 0.5, text, aux[..., 2])

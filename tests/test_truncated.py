@@ -418,3 +418,24 @@ def test_tol_and_maxiter_are_checked():
         svd_jvp(A, A, maxiter=10)
     with pytest.raises(ValueError, match="need rank="):
         svd_vjp(A, gS=np.ones(4), tol=1e-8)
+
+
+def test_truncated_svd_outside_jit_compiles_once():
+    """A plain call reuses one compiled function per shape, rank, solver and options (it used
+    to dispatch op by op and trace the iterative solver's loops anew on every call: 5x slower
+    than jax.jit(truncated_svd) on a 400 x 300 matrix with R = 5); new tolerances or values of
+    A do not recompile."""
+    from svdgrad_cli import truncated
+
+    compiled = truncated._truncated_jit
+    if not hasattr(compiled, "_cache_size"):
+        pytest.skip("this JAX does not expose the size of a jit cache")
+    rng = np.random.default_rng(25)
+    A = _randn(rng, (13, 11))
+    first = truncated_svd(A, 3, solver="iterative")
+    size = compiled._cache_size()
+    again = truncated_svd(A + 1e-3, 3, solver="iterative", degeneracy_tol=1e-9)
+    svd(2 * A, full_matrices=False, rank=3, solver="iterative")
+    assert compiled._cache_size() == size
+    assert _rel(again.err, _invariants(A + 1e-3, 3)["err"]) < EXACT
+    assert _rel(first.S, _invariants(A, 3)["S"]) < EXACT
