@@ -331,10 +331,35 @@ def naive_tangents(ev: Evaluation) -> dict:
     }
 
 
+def cut_row(ev: Evaluation) -> Row | None:
+    """A failing row when the cut lies inside a degenerate pair (s_R = s_{R+1} within the
+    degeneracy tolerance): the top R triplets have no derivative there, so whatever the rules
+    return is not one, and no reference can say otherwise (finite differences are skipped, and
+    the adjoint identity of two finite results proves nothing). None for a proper cut."""
+    if not ev.cut["degenerate"]:
+        return None
+    R = ev.rank
+    gap = float(np.min(np.asarray(ev.info.get("cut_gap", 0.0)), initial=np.inf))
+    return Row(
+        ev.name,
+        f"s_{R} = s_{R + 1} (gap (s_R - s_R+1) / s_R = {gap:.1e}): no derivative",
+        "cut",
+        float("inf"),
+        ev.tolerance("fd"),
+    )
+
+
 def check_naive(ev: Evaluation) -> tuple[list[Row], list[str]]:
-    """Info rows: the naive thin rule against the same finite differences."""
+    """Info rows: the naive thin rule against the same finite differences; at a cut inside a
+    degenerate pair, the failing row of cut_row instead."""
     from .fd import Differencer
 
+    row = cut_row(ev)
+    if row is not None:
+        return [row], [
+            f"--rank {ev.rank}: the cut lies inside a degenerate pair; choose a rank that keeps "
+            "or drops the whole block of equal singular values (s_R > s_R+1)"
+        ]
     if not ev.case.compute_uv or not ev.cut["resolved"] or ev.approximate:
         return [], []
     naive = naive_tangents(ev)
