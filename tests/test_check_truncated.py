@@ -62,7 +62,7 @@ def test_a_cut_inside_a_degenerate_pair_fails_naming_the_gap(solver):
     report = run_checks(A, [THIN_REAL], rank=2, solver=solver)
     assert not report.passed
     cut = [r for r in report.failures() if r.reference == "cut"]
-    assert len(cut) == 1 and "s_2 = s_3" in cut[0].output and "gap" in cut[0].output
+    assert len(cut) == 1 and cut[0].output == "s_2 = s_3" and "gap" in cut[0].detail
     assert report.to_json()["passed"] is False
 
 

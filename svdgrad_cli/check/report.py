@@ -62,6 +62,7 @@ class Row:
     tolerance: float
     fd_noise: float | None = None
     info: bool = False
+    detail: str | None = None  # what a failure says instead of its relative error
 
     @property
     def passed(self) -> bool:

@@ -342,10 +342,12 @@ def cut_row(ev: Evaluation) -> Row | None:
     gap = float(np.min(np.asarray(ev.info.get("cut_gap", 0.0)), initial=np.inf))
     return Row(
         ev.name,
-        f"s_{R} = s_{R + 1} (gap (s_R - s_R+1) / s_R = {gap:.1e}): no derivative",
+        f"s_{R} = s_{R + 1}",
         "cut",
         float("inf"),
         ev.tolerance("fd"),
+        detail=f"--rank {R}: the cut lies inside a degenerate pair, s_{R} = s_{R + 1} "
+        f"(gap (s_R - s_R+1) / s_R = {gap:.1e}), so the top {R} triplets have no derivative",
     )
 
 

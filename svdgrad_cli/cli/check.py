@@ -516,7 +516,9 @@ def check(
         plot_steps(report, plot, title=f"svdgrad check --steps {a}")
     if not report.passed:
         parts = [
-            f"{r.case} {r.output} {r.reference} (relative error {r.rel_error:.1e} > "
+            f"{r.case}: {r.detail}"
+            if r.detail
+            else f"{r.case} {r.output} {r.reference} (relative error {r.rel_error:.1e} > "
             f"{r.tolerance:.0e})"
             for r in report.failures()
         ]
