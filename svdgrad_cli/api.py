@@ -13,6 +13,7 @@ reports what the cotangents cannot determine.
 
 from __future__ import annotations
 
+import contextvars
 from functools import lru_cache, partial
 from typing import NamedTuple
 
@@ -576,14 +577,17 @@ def svd_jvp(
         A.shape[:-2], dA.shape[:-2]
     )
     if _all_floats(tols):
-        return _jvp_const(
-            A,
-            dA,
-            **dict(zip(_TOLS, tols, strict=True)),
-            full_matrices=bool(full_matrices),
-            compute_uv=bool(compute_uv),
-            select=bool(select),
-            with_info=bool(return_info),
+        return _run(
+            "svd_jvp",
+            _jvp_const,
+            (A, dA),
+            dict(
+                zip(_TOLS, tols, strict=True),
+                full_matrices=bool(full_matrices),
+                compute_uv=bool(compute_uv),
+                select=bool(select),
+                with_info=bool(return_info),
+            ),
         )
     return _jvp(
         A,
@@ -602,6 +606,19 @@ _JVP_FLAGS = ("full_matrices", "compute_uv", "select", "with_info")
 #: (about 30 us less per small call: the reciprocals fold)
 _jvp = jax.jit(_jvp_impl, static_argnames=_JVP_FLAGS)
 _jvp_const = jax.jit(_jvp_impl, static_argnames=_JVP_FLAGS + _TOLS)
+
+
+#: How svd_jvp and svd_vjp call their compiled program when the tolerances are constants:
+#: None calls it; the command line sets a runner that keeps compiled executables across
+#: processes (svdgrad_cli.cli._kept), called as runner(name, jitted, args, static_kwargs).
+_RUNNER: contextvars.ContextVar = contextvars.ContextVar("svdgrad_runner", default=None)
+
+
+def _run(name, jitted, args, static):
+    runner = _RUNNER.get()
+    if runner is None or any(_is_tracer(x) for x in jax.tree_util.tree_leaves(args)):
+        return jitted(*args, **static)
+    return runner(name, jitted, args, static)
 
 
 def _all_floats(tols) -> bool:
@@ -864,18 +881,18 @@ def svd_vjp(
             given=factors is not None,
         )
     elif _all_floats(tols):
-        out = _vjp_const(
-            A,
-            factors,
-            cots.get("gU"),
-            cots.get("gS"),
-            cots.get("gVh"),
-            **dict(zip(_TOLS, tols, strict=True)),
-            full_matrices=bool(full_matrices),
-            compute_uv=bool(compute_uv),
-            convention=convention,
-            with_info=bool(return_info) or factors is not None,
-            given=factors is not None,
+        out = _run(
+            "svd_vjp",
+            _vjp_const,
+            (A, factors, cots.get("gU"), cots.get("gS"), cots.get("gVh")),
+            dict(
+                zip(_TOLS, tols, strict=True),
+                full_matrices=bool(full_matrices),
+                compute_uv=bool(compute_uv),
+                convention=convention,
+                with_info=bool(return_info) or factors is not None,
+                given=factors is not None,
+            ),
         )
     else:
         out = _vjp(

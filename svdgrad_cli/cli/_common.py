@@ -577,7 +577,7 @@ def configure_jax() -> None:
     jax.config.update("jax_enable_x64", True)
     _fast_lapack_init()
 
-    if not USE_CACHE or os.environ.get("SVDGRAD_NO_CACHE", "") not in ("", "0"):
+    if not caching():
         return
     if jax.config.jax_compilation_cache_dir:  # the caller chose one already
         return
@@ -591,6 +591,11 @@ def configure_jax() -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def caching() -> bool:
+    """Whether svdgrad's caches are on (not --no-cache, not SVDGRAD_NO_CACHE=1)."""
+    return USE_CACHE and os.environ.get("SVDGRAD_NO_CACHE", "") in ("", "0")
 
 
 def resolve_device(device: Device | str) -> Any:

@@ -37,6 +37,7 @@ from ..io import (
 )
 from ..io.spec import NPZ, STD
 from . import _common as c
+from . import _kept
 
 __all__ = [
     "Cluster",
@@ -461,11 +462,18 @@ def execute(
             sink: _H5Sink | _MemorySink = _H5Sink(output, only, inputs, p.batch)
         else:
             sink = _MemorySink(output, only, inputs)
+        # one chunk: its compiled program may come from (and go to) the kept executables
+        kept_dir = c.cache_dir() if not p.streamed and c.caching() else None
+
+        def run(arrays: Arrays) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+            with _kept.active(kept_dir):
+                return compute(arrays, dev)
+
         infos = _loop(
             p,
             _chunk_size(p, chunk, complex_work),
             prepare or _identity,
-            lambda arrays: compute(arrays, dev),
+            run,
             on_info or _ignore,
             sink,
             label,
