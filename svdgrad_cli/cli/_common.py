@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich is imported when a console is first needed
+    from rich.console import Console
+    from rich.table import Table
 
 from ..errors import ArgumentError
 from ..io import (  # check_single_stdin, read_source, source_paths: for the commands
@@ -42,23 +44,42 @@ EXIT_INTERRUPTED = 130
 EXIT_PIPE = 128 + 13  # standard output's reader went away (the SIGPIPE convention); no message
 
 
-class _ErrConsole(Console):
-    """Standard error: once its reader is gone, the messages are dropped (rich would exit 1)."""
+@functools.lru_cache(maxsize=1)
+def _console_classes() -> tuple[type, type]:
+    """rich's Console for standard error and for standard output (rich imported here: a run
+    that prints nothing through rich never imports it)."""
+    from rich.console import Console
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
+    class _ErrConsole(Console):
+        """Standard error: once its reader is gone, the messages are dropped (rich would exit
+        1)."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+
+    class _OutConsole(Console):
+        """Standard output: a closed pipe is a BrokenPipeError, which ends the command quietly
+        (rich itself would exit with status 1)."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return _ErrConsole, _OutConsole
 
 
-class _OutConsole(Console):
-    """Standard output: a closed pipe is a BrokenPipeError, which ends the command quietly
-    (rich itself would exit with status 1)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+def stderr_console() -> Console:
+    """``err_console``, made on first use."""
+    console = globals().get("err_console")
+    return console if console is not None else __getattr__("err_console")
 
 
-err_console = _ErrConsole(stderr=True, highlight=False, soft_wrap=True)
+def __getattr__(name: str) -> Any:
+    if name == "err_console":  # the console on standard error, made on first use
+        console = _console_classes()[0](stderr=True, highlight=False, soft_wrap=True)
+        globals()["err_console"] = console
+        return console
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def out_console() -> Console:
@@ -66,7 +87,7 @@ def out_console() -> Console:
 
     Wide when the output is a file or a pipe, so that tables are not cut.
     """
-    return _OutConsole(highlight=False, width=None if stdout_is_terminal() else 160)
+    return _console_classes()[1](highlight=False, width=None if stdout_is_terminal() else 160)
 
 
 def stdout_is_terminal() -> bool:
@@ -162,7 +183,7 @@ def report_error(exc: BaseException) -> int:
     code, message = exit_status(exc)
     if message:
         try:
-            err_console.print(message, markup=False)
+            stderr_console().print(message, markup=False)
         except Exception:  # stderr itself is gone; the status still tells
             pass
     return code
@@ -625,7 +646,7 @@ def check_output_args(output: str | None, only: str | None, names: Iterable[str]
 
 
 def warn(message: str) -> None:
-    err_console.print(f"warning: {message}", markup=False)
+    stderr_console().print(f"warning: {message}", markup=False)
 
 
 def tolerance_warnings(info: Mapping[str, Any], numerics: Numerics) -> None:
@@ -656,6 +677,8 @@ def to_numpy(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def summary_table(results: Mapping[str, np.ndarray]) -> Table:
+    from rich.table import Table
+
     table = Table(title="results (not saved: pass -o DEST or pipe standard output)")
     for col in ("name", "shape", "dtype", "norm"):
         table.add_column(col, justify="right" if col == "norm" else "left")

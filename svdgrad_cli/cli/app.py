@@ -106,18 +106,19 @@ def _help_classes() -> tuple[type | None, type | None]:
     return Group, Command
 
 
-def _build():
-    """The Typer application."""
+COMMANDS = ("svd", "jvp", "vjp", "check", "bench")
+
+
+def _build(only: str | None = None):
+    """The Typer application; with ``only``, that command alone (a run of one command need not
+    import the others' modules)."""
+    import importlib
     from typing import Annotated
 
     import typer
 
     from .. import __version__
     from . import _common as c
-    from . import check as _check
-    from . import jvp as _jvp
-    from . import svd as _svd
-    from . import vjp as _vjp
 
     group_cls, command_cls = _help_classes()
     extra = {"cls": group_cls} if group_cls is not None else {}
@@ -139,16 +140,16 @@ def _build():
         kw = {"cls": command_cls} if command_cls is not None else {}
         app.command(name, help=_reflow(inspect.getdoc(fn)), epilog=_reflow(epilog), **kw)(fn)
 
-    add("svd", _svd.svd, _svd.EPILOG)
-    add("jvp", _jvp.jvp, _jvp.EPILOG)
-    add("vjp", _vjp.vjp, _vjp.EPILOG)
-    add("check", _check.check, _check.EPILOG)
-    try:
-        from .bench import bench
-    except ImportError:  # the bench command is optional
-        bench = None
-    if bench is not None:
-        add("bench", bench)
+    for name in COMMANDS:
+        if only is not None and name != only:
+            continue
+        try:
+            module = importlib.import_module(f".{name}", __package__)
+        except ImportError:
+            if name == "bench":  # the bench command is optional
+                continue
+            raise
+        add(name, getattr(module, name), getattr(module, "EPILOG", None))
 
     def version_callback(value: bool) -> None:
         if value:
@@ -209,6 +210,21 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def _quiet_broken_pipes() -> None:
+    """Every rich console raises BrokenPipeError when its reader goes away (rich would print a
+    message and exit with status 1); main() turns it into the quiet status 141."""
+    import errno
+    import os
+
+    from rich.console import Console
+
+    def on_broken_pipe(console: Console) -> None:
+        console.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+
+
 def _run(argv: list[str] | None) -> int:
     """Run the app; the exit status.
 
@@ -219,26 +235,26 @@ def _run(argv: list[str] | None) -> int:
     BrokenPipeError instead, and where typer itself ends on it (with status 1, after wrapping
     the standard streams), the status is 141 too.
     """
-    import errno
-    import os
-
-    from rich.console import Console
-
     from . import _common as c
 
-    def on_broken_pipe(console: Console) -> None:
-        console.quiet = True
-        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
-
-    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+    words = sys.argv[1:] if argv is None else list(argv)
+    one_command = bool(words) and words[0] in COMMANDS and not {"-h", "--help"} & set(words)
+    if not one_command:  # typer's own rich consoles (help pages) may print
+        _quiet_broken_pipes()
     try:
         from typer._click.exceptions import ClickException, NoArgsIsHelpError
     except ImportError:  # pragma: no cover - another typer layout
         ClickException = NoArgsIsHelpError = ()  # type: ignore[assignment,misc]
-    app = __getattr__("app") if "app" not in globals() else globals()["app"]
+    if "app" in globals():
+        app = globals()["app"]
+    elif one_command:  # its own module only; it prints through svdgrad's consoles
+        app = _build(only=words[0])
+    else:
+        app = __getattr__("app")
     try:
         code = app(args=argv, prog_name="svdgrad", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # type: ignore[misc]
+        _quiet_broken_pipes()
         exc.show()
         code = c.EXIT_USAGE
     except ClickException as exc:  # type: ignore[misc]
