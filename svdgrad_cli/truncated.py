@@ -409,32 +409,43 @@ def info_fields(extras, aux):
     )
 
 
-def _largest_value(a, U, Vh, iterations=60, seed=1):
-    """Power-iteration estimate of ||A_perp||_2 = s_{R+1} (A_perp = Q_U A Q_V), from products."""
-    n = a.shape[-1]
-    V = _H(Vh)
-    x = _random_start(a, 1, seed)[..., 0]
-    x = x.reshape(a.shape[:-2] + (n, 1))
-
-    def step(x, _):
-        x = x - V @ _Hdot(V, x)
-        y = a @ x
-        y = y - U @ _Hdot(U, y)
-        x = _Hdot(a, y)
-        x = x - V @ _Hdot(V, x)
-        norm = jnp.sqrt(jnp.sum(jnp.abs(x) ** 2, axis=(-2, -1), keepdims=True))
-        return x / jnp.where(norm > 0, norm, 1).astype(x.dtype), None
-
-    x, _ = lax.scan(step, x, None, length=iterations)
-    y = a @ x
-    y = y - U @ _Hdot(U, y)
-    return jnp.sqrt(jnp.sum(jnp.abs(y) ** 2, axis=(-2, -1)))
+def _next_value(matvec, rmatvec, probe, U, s, Vh, opts: Options):
+    """(s_{R+1}, iterations, relative residual, converged) for given top-R factors (U, s, Vh)
+    of the matrix of matvec and rmatvec (probe: its shape and dtype), by tr.next_value with the
+    solver's tol and maxiter (products only). The residual is relative to s_1 and bounds the
+    error of the estimate (a Ritz value, from below): an estimate that did not converge is
+    reported (converged False), since it could hide a cut inside a degenerate pair. Without
+    discarded directions (R = min(m, n)) s_{R+1} = 0 exactly. A diagnostic: no derivative
+    flows through it."""
+    m, n = probe.shape[-2:]
+    rank = s.shape[-1]
+    rdt = jnp.finfo(probe.dtype).dtype
+    if rank >= min(m, n):
+        zero = jnp.zeros(s.shape[:-1], rdt)
+        return zero, jnp.zeros((), jnp.int32), jnp.zeros((), rdt), jnp.ones((), bool)
+    sg = lax.stop_gradient
+    p = min(min(m, n) - rank, 1 + opts.oversample)
+    U, s, V = sg(U), sg(s).astype(rdt), sg(_H(Vh))
+    nxt, it, rel, ok = tr.next_value(
+        lambda X: sg(matvec(X)),
+        lambda Y: sg(rmatvec(Y)),
+        U,
+        V,
+        _random_start(probe, p, opts.seed + 1),
+        s[..., 0],
+        tol=_tol(probe.dtype, opts),
+        maxiter=opts.maxiter,
+    )
+    return nxt, it, rel.astype(rdt), ok
 
 
 def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank, solver, opts):
     """Hermitian-pairing cotangent of A from (GU, gS, GVh, gerr) of the top-R triplets and err.
 
-    factors: (U, s, Vh) of rank R the cotangents were taken at, or None (computed here).
+    factors: (U, s, Vh) of rank R the cotangents were taken at, or None (computed here). With
+    factors, s_{R+1} (the gap at the cut) is the top value of A - U S Vh: from its SVD for the
+    dense solver, by _next_value for the iterative one (its iterations, residual and convergence
+    in aux, as the top-triplet iteration's are without factors).
     Returns (GA, extras, gauge, aux, (U, s, Vh, err)), gauge the fields of _gauge_fields.
     """
     m, n = a.shape[-2:]
@@ -462,8 +473,9 @@ def vjp_core(a, factors, GU, gS, GVh, gerr, eps, degeneracy_tol, rank_tol, rank,
             nxt = sd[..., 0]
         else:
             err = jnp.sqrt(jnp.maximum(_perp_inner(a, U, s, Vh), 0))
-            nxt = _largest_value(a, U, Vh)
-        aux = _aux(nxt)
+            nxt, it, rel, ok = _next_value(matvec, rmatvec, a, U, s, Vh, opts)
+            nxt = jnp.broadcast_to(nxt, s.shape[:-1])
+        aux = _aux(nxt) if solver == "dense" else _aux(nxt, it, rel, ok)
     rec = reciprocals(s, m, n, eps, degeneracy_tol, rank_tol)
     gap, degenerate_cut = _discarded_cut(s, aux[..., 0], rec.deg_tol)
     V = _H(Vh)
@@ -727,6 +739,13 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
     top R triplets is U G_P V^H + X V^H + U Y^H, rank at most 2R, so it is never formed.
     info also holds the gauge fields of Diagnostics (gauge_relative, rotation_relative,
     spectrum_relative, null_space_relative, gauge_residual) for the given cotangents.
+
+    factors : the top R triplets (U, S, Vh) the cotangents were taken at, or None (computed
+        here). With factors, s_{R+1} (for cut_gap and cut_degenerate) is estimated by subspace
+        iteration on A - U S Vh (products by A and A^H; never formed) until its relative
+        residual (range_iterations, range_residual) reaches tol; solver_converged is False
+        when it stops short, since the estimate, from below, could then hide a cut inside a
+        degenerate pair.
     """
     m, n, rank, dtype, opts = _op_setup(op, rank, tol, maxiter)
     if gU is None and gS is None and gVh is None:
@@ -737,8 +756,8 @@ def operator_vjp(op, gU=None, gS=None, gVh=None, *, rank, factors=None, tol=None
         U, s, Vh = (jnp.asarray(f) for f in factors)
         U, Vh = U.astype(dtype), Vh.astype(dtype)
         s = s.astype(jnp.finfo(dtype).dtype)
-        nxt, it_top, res_top = jnp.zeros((), s.dtype), jnp.zeros((), jnp.int32), jnp.nan
-        ok_top = jnp.ones((), bool)
+        probe = jax.ShapeDtypeStruct((m, n), dtype)
+        nxt, it_top, res_top, ok_top = _next_value(op.matvec, op.rmatvec, probe, U, s, Vh, opts)
     V = _H(Vh)
     rec = reciprocals(s, m, n, 0.0, -1.0, -1.0)
     GU = None if gU is None else jnp.asarray(gU, dtype)

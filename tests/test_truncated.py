@@ -439,3 +439,100 @@ def test_truncated_svd_outside_jit_compiles_once():
     assert compiled._cache_size() == size
     assert _rel(again.err, _invariants(A + 1e-3, 3)["err"]) < EXACT
     assert _rel(first.S, _invariants(A, 3)["S"]) < EXACT
+
+
+# --------------------------------------------------------------------------- the cut with factors
+
+
+def _given_factors_case(cplx, R):
+    """A = Q1 diag(5, 4, 3, 3, 1) Q2^H (7 x 5), its exact top R factors, a LinearOperator of it
+    and cotangents (gU, gS)."""
+    from svdgrad_cli import LinearOperator
+
+    rng = np.random.default_rng(31)
+    A = _with_values(rng, [5.0, 4.0, 3.0, 3.0, 1.0], 7, 5, cplx)
+    u, s, vh = np.linalg.svd(A, full_matrices=False)
+    Aj = jnp.asarray(A)
+    op = LinearOperator(lambda X: Aj @ X, lambda Y: Aj.conj().T @ Y, A.shape, Aj.dtype)
+    return A, op, (u[:, :R], s[:R], vh[:R]), _randn(rng, (7, R), cplx), rng.standard_normal(R)
+
+
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+def test_given_factors_report_a_cut_inside_a_degenerate_pair(cplx):
+    """R = 3 cuts the pair s_3 = s_4 = 3: with the factors given, s_4 is not known and is
+    estimated by subspace iteration on A - U S Vh (it used to be taken as 0, so the cut was never
+    reported): operator_vjp and the iterative svd_vjp both report it, with a finite residual."""
+    from svdgrad_cli import operator_vjp
+
+    A, op, factors, gU, gS = _given_factors_case(cplx, 3)
+    _, info = operator_vjp(op, gU, gS, rank=3, factors=factors)
+    assert bool(info["cut_degenerate"]) and abs(float(info["cut_gap"])) < 1e-10
+    assert float(info["range_residual"]) < 1e-12
+    kw = dict(rank=3, factors=factors, solver="iterative", return_info=True)
+    _, info = svd_vjp(A, gU, gS, **kw)
+    assert bool(info.cut_degenerate) and abs(float(info.cut_gap)) < 1e-10
+    assert float(info.range_residual) < 1e-12
+
+
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+def test_given_factors_at_a_proper_cut_give_the_gap_and_the_dense_gradient(cplx):
+    """R = 2 (s_2 = 4 > s_3 = 3, the equal pair discarded): cut_gap (4 - 3) / 4 from the
+    estimate of s_3, which converged; the gradients agree with the dense solver's."""
+    from svdgrad_cli import operator_vjp
+
+    A, op, factors, gU, gS = _given_factors_case(cplx, 2)
+    dense = np.asarray(
+        svd_vjp(A, gU, gS, rank=2, solver="dense", factors=factors, convention="torch")
+    )
+    gA, info = operator_vjp(op, gU, gS, rank=2, factors=factors)
+    assert not bool(info["cut_degenerate"]) and bool(info["solver_converged"])
+    assert abs(float(info["cut_gap"]) - 0.25) < 0.25 * 1e-8
+    assert np.isfinite(float(info["range_residual"])) and float(info["range_residual"]) < 1e-12
+    assert _rel(gA.todense(), dense) < 1e-10
+    kw = dict(rank=2, factors=factors, solver="iterative", convention="torch", return_info=True)
+    g, info = svd_vjp(A, gU, gS, **kw)
+    assert not bool(info.cut_degenerate) and bool(info.solver_converged)
+    assert abs(float(info.cut_gap) - 0.25) < 0.25 * 1e-8
+    assert np.isfinite(float(info.range_residual)) and float(info.range_residual) < 1e-12
+    assert _rel(g, dense) < 1e-10
+    # the same batched (one estimate per matrix)
+    rng = np.random.default_rng(32)
+    B = np.stack([A, _with_values(rng, [6.0, 2.0, 1.0, 0.5, 0.1], 7, 5, cplx)])
+    u, s, vh = np.linalg.svd(B, full_matrices=False)
+    fb = (u[..., :2], s[..., :2], vh[..., :2, :])
+    _, info = svd_vjp(B, gS=np.ones(2), rank=2, factors=fb, solver="iterative", return_info=True)
+    assert bool(info.solver_converged) and abs(float(info.cut_gap) - 0.25) < 0.25 * 1e-8
+
+
+def test_an_iteration_limit_on_the_estimate_of_the_next_value_is_never_silent():
+    """40 x 30, R = 4, exact factors and gS alone (the conjugate gradients have nothing to
+    solve): with maxiter 1 or 3 the estimate of s_5, from below, has not converged, which
+    solver_converged reports with its residual (the cut_gap it gives is too large); the
+    default limit converges to the true gap."""
+    from svdgrad_cli import LinearOperator, operator_vjp
+    from svdgrad_cli.rules.truncated import next_value
+
+    rng = np.random.default_rng(22)
+    A = _randn(rng, (40, 30))
+    u, s, vh = np.linalg.svd(A, full_matrices=False)
+    factors = (u[:, :4], s[:4], vh[:4])
+    true_gap = (s[3] - s[4]) / s[3]
+    Aj = jnp.asarray(A)
+    op = LinearOperator(lambda X: Aj @ X, lambda Y: Aj.T @ Y, A.shape, Aj.dtype)
+    kw = dict(rank=4, factors=factors, solver="iterative", return_info=True)
+    for maxiter in (1, 3):
+        _, info = svd_vjp(A, gS=np.ones(4), maxiter=maxiter, **kw)
+        assert not bool(info.solver_converged) and float(info.solver_residual) == 0
+        assert float(info.range_residual) > 1e-6 and int(info.range_iterations) <= maxiter
+        assert float(info.cut_gap) > true_gap
+        _, info = operator_vjp(op, gS=np.ones(4), rank=4, factors=factors, maxiter=maxiter)
+        assert not bool(info["solver_converged"]) and float(info["range_residual"]) > 1e-6
+    _, info = svd_vjp(A, gS=np.ones(4), **kw)
+    assert bool(info.solver_converged) and float(info.range_residual) < 1e-12
+    assert abs(float(info.cut_gap) - true_gap) < 1e-8 * true_gap
+    # the internal estimate itself
+    omega = jnp.asarray(_randn(rng, (30, 3)))
+    U, V = jnp.asarray(u[:, :4]), jnp.asarray(vh[:4].T)
+    out = next_value(op.matvec, op.rmatvec, U, V, omega, jnp.asarray(s[0]), tol=1e-14, maxiter=2)
+    value, it, rel, ok = out
+    assert not bool(ok) and int(it) == 2 and float(rel) > 1e-6 and float(value) < s[4]

@@ -246,7 +246,7 @@ def linear_solve(op, rU, rV, solve, has_aux=False):
 # --------------------------------------------------------------------------- top R triplets
 
 
-def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
+def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter, scale=None):
     """The top R singular triplets by subspace iteration with Rayleigh-Ritz, to full precision.
 
     matvec(V) = A V, rmatvec(Q) = A^H Q on blocks; Omega (..., n, l) a random start, l > R where
@@ -254,6 +254,9 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
     Ritz triplets (Q Ub, sb, Vb), then Y = A Vb gives their residuals A v_i - s_i u_i and the next
     orthonormal basis Q = qr(Y). It stops when every kept residual is at most tol * s_1, when
     the residual stops shrinking within 1000 tol (rounding), or after maxiter steps.
+
+    The residuals are relative to s_1, the largest Ritz value, or to scale (...,) where that is
+    larger.
 
     Returns (U (m, R), s (R,), Vh (R, n), next_value, iterations, relative residual,
     converged), next_value the Ritz estimate of s_{R+1} (0 when l == R); converged (see
@@ -271,7 +274,8 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
         Y = matvec(V)
         U = Q @ Ub
         res = jnp.sqrt(jnp.sum(jnp.abs(Y - U * sb[..., None, :].astype(dtype)) ** 2, axis=-2))
-        top = jnp.where(sb[..., :1] > 0, sb[..., :1], 1)
+        top = sb[..., :1] if scale is None else jnp.maximum(sb[..., :1], scale[..., None])
+        top = jnp.where(top > 0, top, 1)
         rel = jnp.max(res[..., :R] / top, initial=jnp.zeros((), rdt))
         return U, sb, V, Y, rel
 
@@ -295,6 +299,37 @@ def top_triplets(matvec, rmatvec, Omega, R, *, tol, maxiter):
     return U[..., :R], sb[..., :R], _H(V[..., :R]), nxt, it, rel, converged(rel, tol)
 
 
+def next_value(matvec, rmatvec, U, V, Omega, scale, *, tol, maxiter):
+    """s_{R+1} of A from its top R singular vectors U (m, R), V (n, R): the largest singular
+    value of A_perp = (I - U U^H) A (I - V V^H), by the subspace iteration of
+    :func:`top_triplets` on A_perp's products (from products by A and A^H; A_perp is never
+    formed), started from Omega (..., n, p).
+
+    The iteration approaches s_{R+1} from below (a Ritz value never exceeds it), so an estimate
+    is only as good as its residual: the loop stops when the leading Ritz pair (u, s, v) has
+    ||A_perp v - s u|| <= tol * scale (A_perp^H u = s v holds by construction; scale is s_1 of
+    A, and a residual r puts a singular value of A_perp within r s_1 of s), when the residual
+    stalls at rounding level, or after maxiter steps.
+
+    Returns (s_{R+1} (...,), iterations, relative residual, converged), converged (see
+    :func:`converged`) False when the residual stayed above tol and ROUNDING_LIMIT eps.
+    """
+
+    def proj(Z, F):
+        return Z - F @ _Hdot(F, Z)
+
+    def perp(X):
+        return proj(matvec(proj(X, V)), U)
+
+    def rperp(Y):
+        return proj(rmatvec(proj(Y, U)), V)
+
+    _, sb, _, _, it, rel, ok = top_triplets(
+        perp, rperp, Omega, 1, tol=tol, maxiter=maxiter, scale=scale
+    )
+    return sb[..., 0], it, rel, ok
+
+
 # --------------------------------------------------------------------------- the error
 
 
@@ -313,5 +348,6 @@ __all__ = [
     "linear_solve",
     "coupled_operator",
     "top_triplets",
+    "next_value",
     "truncation_error",
 ]
