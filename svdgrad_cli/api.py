@@ -61,7 +61,9 @@ class Diagnostics(NamedTuple):
         for the iterative solver); cut_degenerate, whether the cut lies inside a degenerate
         pair (no derivative exists); solver_iterations and solver_residual of the conjugate
         gradients (relative); range_iterations and range_residual of the top-triplet
-        iteration (max ||A v_i - s_i u_i|| / s_1). Zero without rank=. solver_converged:
+        iteration (max ||A v_i - s_i u_i|| / s_1) or, with factors= and the iterative solver,
+        of the estimate of s_{R+1} (||A_perp v - s u|| / s_1). Zero without rank=.
+        solver_converged:
         False when either loop of the iterative solver ends with its relative residual
         (range_residual, solver_residual) above max(tol, 1e4 machine eps), whether it stopped
         at its iteration limit (maxiter), stalled at a tiny gap, or diverged (a cut inside a
