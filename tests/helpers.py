@@ -14,7 +14,16 @@ from svdgrad_cli.check.tolerances import TOL
 # by dtype: "ref" against JAX and the identities, "exact" against exact arithmetic or the same
 # formula evaluated another way (rounding level), "fd" against gauge-aligned central finite
 # differences (truncation error of the step), "against" for another implementation's results.
-__all__ = ["TOL", "GAUGE_DETECTED", "tol", "random_matrix", "randn", "assert_close", "fd_grad"]
+__all__ = [
+    "TOL",
+    "GAUGE_DETECTED",
+    "tol",
+    "random_matrix",
+    "randn",
+    "assert_close",
+    "fd_grad",
+    "rotated",
+]
 
 # a gauge dependence of this relative size or more must be reported
 GAUGE_DETECTED = 1e-3
@@ -77,3 +86,14 @@ def fd_grad(f, x, h=1e-6):
         e[idx] = h
         g[idx] = (float(f(x + e)) - float(f(x - e))) / (2 * h)
     return g
+
+
+def rotated(values, m, n, seed=1):
+    """Q diag(values) W^T, an m x n matrix with the given singular values (Q, W random
+    orthogonal from seed)."""
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((m, m)))[0]
+    W = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    S = np.zeros((m, n))
+    S[np.arange(len(values)), np.arange(len(values))] = values
+    return Q @ S @ W.T

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TOL, random_matrix
+from helpers import TOL, random_matrix, rotated
 
 from svdgrad_cli import api, check
 from svdgrad_cli.check import ALL_CASES, Case, run_checks
@@ -24,21 +24,12 @@ def A():
     return random_matrix(np.random.default_rng(5), (6, 4), np.float64)
 
 
-def _rotated(s, m, n, seed=1):
-    rng = np.random.default_rng(seed)
-    Q = np.linalg.qr(rng.standard_normal((m, m)))[0]
-    W = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    S = np.zeros((m, n))
-    S[np.arange(len(s)), np.arange(len(s))] = s
-    return Q @ S @ W.T
-
-
 HARD = {
     "identity": np.eye(4),
     "rank-2 6x4": np.random.default_rng(0).standard_normal((6, 2))
     @ np.random.default_rng(1).standard_normal((2, 4)),
-    "diag(3,2,2,1) rotated": _rotated([3.0, 2.0, 2.0, 1.0], 4, 4),
-    "rank-1 3x5 with equal values": _rotated([2.0, 0.0, 0.0], 3, 5),
+    "diag(3,2,2,1) rotated": rotated([3.0, 2.0, 2.0, 1.0], 4, 4),
+    "rank-1 3x5 with equal values": rotated([2.0, 0.0, 0.0], 3, 5),
 }
 #: the cases each hard matrix is checked in (all eight where the shape is shared anyway)
 HARD_CASES = {

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import random_matrix
+from helpers import random_matrix, rotated
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -25,15 +25,6 @@ def run(*argv, env=None):
     return runner.invoke(app, [str(a) for a in argv], env=env)
 
 
-def _rotated(s, m, n, seed=1):
-    rng = np.random.default_rng(seed)
-    Q = np.linalg.qr(rng.standard_normal((m, m)))[0]
-    W = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    S = np.zeros((m, n))
-    S[np.arange(len(s)), np.arange(len(s))] = s
-    return Q @ S @ W.T
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("check")
@@ -41,7 +32,7 @@ def files(tmp_path_factory):
     arrays = {
         "eye": np.eye(4),
         "rankdef": rng.standard_normal((6, 2)) @ rng.standard_normal((2, 4)),
-        "degenerate": _rotated([3.0, 2.0, 2.0, 1.0], 4, 4),
+        "degenerate": rotated([3.0, 2.0, 2.0, 1.0], 4, 4),
         "A": random_matrix(np.random.default_rng(5), (6, 4), np.float64),
         "dA": np.random.default_rng(6).standard_normal((6, 4)),
     }

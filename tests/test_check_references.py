@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import random_matrix
+from helpers import random_matrix, rotated
 
 from svdgrad_cli.check import Case
 from svdgrad_cli.check.adjoint import adjoint_error, check_adjoint
@@ -28,15 +28,6 @@ THIN_C = Case(False, True, True)
 FULL = Case(True, False, True)
 
 
-def _rotated(s, m, n, seed=1):
-    rng = np.random.default_rng(seed)
-    Q = np.linalg.qr(rng.standard_normal((m, m)))[0]
-    W = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    S = np.zeros((m, n))
-    S[np.arange(len(s)), np.arange(len(s))] = s
-    return Q @ S @ W.T
-
-
 @pytest.fixture(scope="module")
 def generic():
     return evaluate(random_matrix(np.random.default_rng(3), (6, 4), np.float64), THIN, seed=1)
@@ -44,12 +35,12 @@ def generic():
 
 @pytest.fixture(scope="module")
 def degenerate():
-    return evaluate(_rotated([3.0, 2.0, 2.0, 1.0], 4, 4), THIN, seed=1)
+    return evaluate(rotated([3.0, 2.0, 2.0, 1.0], 4, 4), THIN, seed=1)
 
 
 @pytest.fixture(scope="module")
 def rank_deficient():
-    return evaluate(_rotated([3.0, 1.0, 0.0, 0.0], 6, 4), THIN, seed=1)
+    return evaluate(rotated([3.0, 1.0, 0.0, 0.0], 6, 4), THIN, seed=1)
 
 
 def _passed(rows):
@@ -109,7 +100,7 @@ def test_fd_null_space_projectors(rank_deficient):
     names = [q.output for q in qs]
     assert "d(VV^H)" in names and "d(UU^H)" not in names
     assert any("span only part" in n for n in notes)
-    full = evaluate(_rotated([3.0, 1.0, 0.0, 0.0], 6, 4), FULL, seed=1)
+    full = evaluate(rotated([3.0, 1.0, 0.0, 0.0], 6, 4), FULL, seed=1)
     qs, notes = quantities(full)
     assert {"d(UU^H)", "d(VV^H)"} <= {q.output for q in qs}  # null and extra columns together
     rows, _, _ = check_fd(full)
@@ -220,7 +211,7 @@ def test_chain_rule(fixture, request):
 
 
 def test_chain_rule_skipped_where_no_null_basis_is_selected():
-    ev = evaluate(_rotated([3.0, 1.0, 0.0, 0.0], 6, 4), FULL)
+    ev = evaluate(rotated([3.0, 1.0, 0.0, 0.0], 6, 4), FULL)
     rows, notes = check_chain_rule(ev)
     assert rows == [] and "full SVD with m != n" in notes[0]
 
@@ -308,7 +299,7 @@ def test_truncated_shows_the_naive_rule_without_failing():
 
 
 def test_truncated_cut_inside_a_degenerate_pair_has_no_derivative():
-    ev = evaluate_truncated(_rotated([3.0, 2.0, 2.0, 1.0], 5, 4), THIN, 2)
+    ev = evaluate_truncated(rotated([3.0, 2.0, 2.0, 1.0], 5, 4), THIN, 2)
     rows, notes, cond = check_fd(ev)
     assert rows == [] and "degenerate pair" in notes[0] and not cond["fd_trustworthy"]
     assert _passed(check_adjoint(ev)[0])
@@ -318,7 +309,7 @@ def test_truncated_cut_inside_a_degenerate_pair_has_no_derivative():
 def test_truncated_degenerate_kept_values_compare_the_block_sum():
     """Equal kept values: S through the block's sum, and a loss without U S Vh (whose
     cotangents cannot determine the gradient there)."""
-    ev = evaluate_truncated(_rotated([3.0, 3.0, 1.0, 0.5], 6, 4), THIN, 2, seed=1)
+    ev = evaluate_truncated(rotated([3.0, 3.0, 1.0, 0.5], 6, 4), THIN, 2, seed=1)
     rows = {r.output: r for r in check_fd(ev)[0]}
     for name in ("dS", "d(UU^H)", "d(VV^H)", "derr", "gA"):
         assert rows[name].passed, (name, rows[name].rel_error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import rotated
 from typer.testing import CliRunner
 
 from svdgrad_cli.check import Case, run_checks
@@ -22,15 +23,6 @@ def run(*argv):
     return runner.invoke(app, [str(a) for a in argv])
 
 
-def _rotated(values, m, n, seed=1):
-    rng = np.random.default_rng(seed)
-    Q = np.linalg.qr(rng.standard_normal((m, m)))[0]
-    W = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    S = np.zeros((m, n))
-    S[np.arange(len(values)), np.arange(len(values))] = values
-    return Q @ S @ W.T
-
-
 def _matrices():
     rng = np.random.default_rng(7)
     return {
@@ -40,7 +32,7 @@ def _matrices():
             3,
             THIN_COMPLEX,
         ),
-        "equal discarded": (_rotated([3.0, 2.0, 1.0, 1.0], 6, 4), 2, THIN_REAL),
+        "equal discarded": (rotated([3.0, 2.0, 1.0, 1.0], 6, 4), 2, THIN_REAL),
     }
 
 
@@ -58,7 +50,7 @@ def test_a_proper_cut_passes(name, solver):
 def test_a_cut_inside_a_degenerate_pair_fails_naming_the_gap(solver):
     """diag(3, 2, 2, 1) rotated, R = 2: it used to print "check passed" with the dense solver
     (finite differences skipped, the adjoint identity of two finite results holding)."""
-    A = _rotated([3.0, 2.0, 2.0, 1.0], 6, 4)
+    A = rotated([3.0, 2.0, 2.0, 1.0], 6, 4)
     report = run_checks(A, [THIN_REAL], rank=2, solver=solver)
     assert not report.passed
     cut = [r for r in report.failures() if r.reference == "cut"]
@@ -68,12 +60,12 @@ def test_a_cut_inside_a_degenerate_pair_fails_naming_the_gap(solver):
 
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_check_command_exits_1_at_a_degenerate_cut(tmp_path, solver):
-    np.save(tmp_path / "A.npy", _rotated([3.0, 2.0, 2.0, 1.0], 6, 4))
+    np.save(tmp_path / "A.npy", rotated([3.0, 2.0, 2.0, 1.0], 6, 4))
     r = run("check", tmp_path / "A.npy", "--rank", 2, "--solver", solver)
     assert r.exit_code == 1, r.output
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("check failed:"), r.stderr
     assert "s_2 = s_3" in lines[0] and "gap" in lines[0]
-    np.save(tmp_path / "B.npy", _rotated([3.0, 2.0, 1.0, 1.0], 6, 4))
+    np.save(tmp_path / "B.npy", rotated([3.0, 2.0, 1.0, 1.0], 6, 4))
     r = run("check", tmp_path / "B.npy", "--rank", 2, "--solver", solver)
     assert r.exit_code == 0, r.stderr

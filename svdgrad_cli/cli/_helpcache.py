@@ -24,6 +24,8 @@ This module imports nothing beyond the standard library's basics: it runs before
 import os
 import sys
 
+from .._pipes import silence_stdout
+
 #: the commands whose ``--help`` is kept (their names are the only words allowed before it)
 COMMANDS = ("svd", "jvp", "vjp", "check", "bench")
 HELP_WORDS = ("-h", "--help")
@@ -197,7 +199,7 @@ class HelpPage:
                 (sys.stdout if stream == "o" else sys.stderr).write(text)
             sys.stdout.flush()
         except BrokenPipeError:
-            _silence_stdout()
+            silence_stdout()
             return 128 + 13
         except OSError as exc:  # as the application reports a refused write
             try:
@@ -292,22 +294,6 @@ def _prune(directory: str) -> None:
                 os.remove(path)
             except OSError:
                 pass
-
-
-def _silence_stdout() -> None:
-    """Point standard output at the null device after its reader went away (as
-    svdgrad_cli.io.silence_stdout does), so that Python does not report the closed pipe."""
-    try:
-        fd = sys.stdout.fileno()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (AttributeError, ValueError, OSError):
-        return
-    try:
-        os.dup2(devnull, fd)
-    except OSError:
-        pass
-    finally:
-        os.close(devnull)
 
 
 class _Tee:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .._pipes import silence_stdout
 from ..io import InputError, read_source, source_paths
 from . import _common as c
 from .jvp import A_ARG
@@ -261,17 +262,6 @@ def check_plot_args(plot: str) -> None:
         ) from None
 
 
-def _silence_stdout() -> None:
-    """Point standard output at the null device: nothing more is written to a closed pipe, and
-    Python reports no BrokenPipeError when it flushes at exit."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -508,7 +498,7 @@ def check(
             if json_out is not None:
                 write_json(report, json_out)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         raise typer.Exit(EXIT_PIPE) from None
     if plot is not None:
         from ..check.plot import plot_steps

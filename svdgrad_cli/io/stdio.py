@@ -8,7 +8,6 @@ A write to a closed pipe raises BrokenPipeError unchanged: the command line ends
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._pipes import silence_stdout  # noqa: F401  (re-exported: svdgrad_cli.io.silence_stdout)
 from . import npy, npz
 from .errors import InputError, OutputError, short_exc
 
@@ -111,23 +111,3 @@ def write_text(text: str, label: str, stdout: Any = None) -> None:
         raise
     except OSError as exc:
         raise OutputError(f"{label}: cannot write to standard output ({short_exc(exc)})") from None
-
-
-def silence_stdout() -> None:
-    """Point standard output at the null device, after its reader went away: what is still
-    buffered is dropped there, and Python does not report a BrokenPipeError at exit (as the
-    Python documentation's note on SIGPIPE recommends)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, ValueError, OSError):
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    try:
-        os.dup2(devnull, fd)
-    except OSError:
-        pass
-    finally:
-        os.close(devnull)
